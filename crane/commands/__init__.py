@@ -1,0 +1,1 @@
+"""Subcommands of `crane`; one module per pipeline area, each exposing `register(subparsers)`."""

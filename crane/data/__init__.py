@@ -1,0 +1,1 @@
+"""Data layer: raw sources -> parsed interactions -> k-core -> dense ids -> split."""

@@ -1,0 +1,107 @@
+"""The model interface. The trainer, sampler and evaluator know nothing model-specific.
+
+A model is one file under `crane/models/` holding one `Recommender` subclass decorated with
+`@register("name")`. It receives a `TrainData` (training interactions only: validation and
+test never reach a model, which makes leakage impossible by construction) and a dict of
+resolved hyper-parameters.
+
+Life cycle, driven by `crane.train.Trainer`:
+
+    model = Model(data, hparams)          # build parameters, graphs (from the training split)
+    for epoch:
+        model.train(); model.start_epoch(epoch, generator)      # e.g. resample edge dropout
+        for users, pos, neg in batches:
+            terms = model.loss(users, pos, neg)   # dict name -> scalar tensor; total = sum
+        model.eval()
+        with torch.no_grad():
+            model.prepare_scoring()               # once per evaluation pass (full propagation)
+            scores = model.score(user_batch)      # (len(users), n_items), any chunk of users
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+
+@dataclass
+class TrainData:
+    """What a model may see: sizes, training interactions, item features, where to cache."""
+
+    n_users: int
+    n_items: int
+    train_user: np.ndarray  # int64, one row per training interaction
+    train_item: np.ndarray  # int64
+    features: dict[str, np.ndarray] = field(default_factory=dict)  # modality -> (n_items, D)
+    feature_hashes: dict[str, str] = field(default_factory=dict)  # modality -> content hash
+    cache_dir: Path | None = None  # where derived objects (kNN graphs) are cached by hash
+    device: torch.device = torch.device("cpu")
+
+    def train_matrix(self) -> sp.csr_matrix:
+        """Binary U x N CSR matrix of training interactions."""
+        matrix = sp.csr_matrix(
+            (np.ones(len(self.train_user), dtype=np.float32), (self.train_user, self.train_item)),
+            shape=(self.n_users, self.n_items),
+        )
+        matrix.sum_duplicates()
+        matrix.data[:] = 1.0
+        return matrix
+
+    def feature_tensor(self, modality: str) -> torch.Tensor:
+        return torch.as_tensor(self.features[modality], dtype=torch.float32, device=self.device)
+
+
+class Recommender(nn.Module):
+    """Base class of every model. Subclasses set `name` via `@register`."""
+
+    name: ClassVar[str] = ""
+    # BM3 trains without negatives; the sampler then skips drawing them.
+    uses_negatives: ClassVar[bool] = True
+    # MostPop and ItemKNN-CBF have nothing to optimise: the trainer fits once and evaluates.
+    trainable: ClassVar[bool] = True
+    # modalities the model needs ("image", "text"); empty for ID-only models.
+    required_modalities: ClassVar[tuple[str, ...]] = ()
+    # True when the model uses whatever modalities the dataset provides (at least one).
+    uses_content: ClassVar[bool] = False
+
+    def __init__(self, data: TrainData, hparams: dict[str, Any]):
+        super().__init__()
+        self.n_users = data.n_users
+        self.n_items = data.n_items
+        self.hparams = dict(hparams)
+        self.device = data.device
+
+    def start_epoch(self, epoch: int, generator: torch.Generator) -> None:
+        """Hook run before each training epoch (edge dropout resampling, graph refresh)."""
+
+    def loss(self, users: torch.Tensor, pos_items: torch.Tensor,
+             neg_items: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Loss terms of one batch; the trainer minimises their sum and logs each term."""
+        raise NotImplementedError
+
+    def prepare_scoring(self) -> None:
+        """Compute whatever full-graph state `score` needs; called under no_grad in eval mode."""
+
+    def score(self, users: torch.Tensor) -> torch.Tensor:
+        """Scores of `users` against every item: (len(users), n_items)."""
+        raise NotImplementedError
+
+    def fit(self) -> None:
+        """For non-trainable models: compute the model from the training data once."""
+
+
+def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
+    """MMRec's BPR: -mean log(1e-10 + sigmoid(s_pos - s_neg))."""
+    return -torch.log(1e-10 + torch.sigmoid(pos_scores - neg_scores)).mean()
+
+
+def emb_loss(*embeddings: torch.Tensor) -> torch.Tensor:
+    """MMRec's EmbLoss: sum of the plain (unsquared) L2 norms of the tables, / batch size."""
+    total = sum(torch.norm(e, p=2) for e in embeddings)
+    return total / embeddings[-1].shape[0]

@@ -1,0 +1,193 @@
+"""The study plan: which runs a validated config asks for, and where each one lives.
+
+The Snakefile is a thin layer over this module, so the job grid is plain, tested Python:
+datasets x models x seeds, grid points on the tuning seed, ablation variants and sensitivity
+points, each with its resolved hyper-parameters.
+
+Tuning policy (protocol.md): with `tuning: grid` a model's grid is searched on the first seed,
+the point with the best *validation* metric is selected, and that point alone runs on every
+seed (`final/`). With `tuning: default` the model's default point runs on every seed.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from crane import files
+from crane.config import REPO_ROOT, ConfigError, load_yaml
+
+# Keys of config/models/<model>.yaml that describe the study, not a training run.
+STUDY_KEYS = {"defaults", "grid", "ablations", "sensitivity"}
+
+
+def hp_hash(hparams: dict[str, Any]) -> str:
+    """12 hex characters naming a resolved hyper-parameter point (run folders are keyed by it)."""
+    return files.sha256_json(hparams)[:12]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model's hyper-parameter file, with the study's overrides applied to its defaults."""
+
+    name: str
+    defaults: dict[str, Any]
+    grid: dict[str, list[Any]]
+    ablations: dict[str, dict[str, Any]]
+    sensitivity: dict[str, list[Any]]
+
+    @classmethod
+    def load(cls, name: str, models_dir: Path, overrides: dict[str, Any] | None = None) -> "ModelSpec":
+        path = models_dir / f"{name}.yaml"
+        if not path.exists():
+            raise ConfigError(f"no hyper-parameter file for model {name!r}: {path}")
+        raw = load_yaml(path)
+        unknown = set(raw) - STUDY_KEYS
+        if unknown:
+            raise ConfigError(f"{path}: unknown top-level key(s) {sorted(unknown)}; "
+                              f"expected {sorted(STUDY_KEYS)}")
+        grid = raw.get("grid") or {}
+        for key, values in grid.items():
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"{path}: grid.{key} must be a non-empty list")
+        defaults = {**(raw.get("defaults") or {}), **(overrides or {})}
+        # A study override fixes a key, so it leaves the grid.
+        grid = {k: v for k, v in grid.items() if k not in (overrides or {})}
+        return cls(name, defaults, grid, raw.get("ablations") or {}, raw.get("sensitivity") or {})
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        """Cartesian product of the grid over the defaults, in file order; [defaults] if none."""
+        if not self.grid:
+            return [dict(self.defaults)]
+        keys = list(self.grid)
+        return [{**self.defaults, **dict(zip(keys, values))}
+                for values in itertools.product(*(self.grid[k] for k in keys))]
+
+
+class StudyPlan:
+    """Every output path the workflow can produce for one validated config."""
+
+    def __init__(self, config: dict[str, Any], repo_root: Path = REPO_ROOT):
+        self.config = config
+        self.results = config["results"]
+        self.models_dir = repo_root / config.get("models_dir", "config/models")
+        self.seeds: list[int] = list(config["seeds"])
+        self.tuning_seed = self.seeds[0]
+        self.datasets: list[str] = list(config["datasets"])
+        self.models: list[str] = list(config["models"])
+
+    @cached_property
+    def specs(self) -> dict[str, ModelSpec]:
+        names = set(self.models)
+        if self.ablations_enabled or self.sensitivity_enabled:
+            names.add("crane")
+        overrides = self.config.get("model_overrides", {})
+        return {m: ModelSpec.load(m, self.models_dir, overrides.get(m)) for m in sorted(names)}
+
+    # ---- hyper-parameters -------------------------------------------------------------
+    @property
+    def grid_search(self) -> bool:
+        return self.config.get("tuning", "default") == "grid"
+
+    def grid_points(self, model: str) -> dict[str, dict[str, Any]]:
+        """hp-hash -> hyper-parameters of every point searched on the tuning seed."""
+        points = self.specs[model].grid_points() if self.grid_search else [self.specs[model].defaults]
+        return {hp_hash(p): p for p in points}
+
+    def needs_selection(self, model: str) -> bool:
+        return self.grid_search and len(self.grid_points(model)) > 1
+
+    def default_hparams(self, model: str) -> dict[str, Any]:
+        return dict(self.specs[model].defaults)
+
+    # ---- paths ------------------------------------------------------------------------
+    def data_dir(self, dataset: str) -> str:
+        return f"{self.results}/{dataset}/data"
+
+    def feature_dir(self, dataset: str, modality: str) -> str:
+        encoder = self.config["datasets"][dataset]["features"][modality]
+        return f"{self.results}/{dataset}/features/{modality}-{encoder}"
+
+    def feature_dirs(self, dataset: str) -> dict[str, str]:
+        modalities = self.config["datasets"][dataset].get("features", {})
+        return {m: self.feature_dir(dataset, m) for m in sorted(modalities)}
+
+    def grid_run(self, dataset: str, model: str, hp: str, seed: int) -> str:
+        return f"{self.results}/{dataset}/runs/{model}/{hp}/seed{seed}"
+
+    def selection(self, dataset: str, model: str) -> str:
+        return f"{self.results}/{dataset}/selected/{model}.json"
+
+    def final_run(self, dataset: str, model: str, seed: int) -> str:
+        return f"{self.results}/{dataset}/final/{model}/seed{seed}"
+
+    def ablation_run(self, dataset: str, variant: str, seed: int) -> str:
+        return f"{self.results}/{dataset}/ablations/{variant}/seed{seed}"
+
+    def sensitivity_run(self, dataset: str, param: str, value: Any, seed: int) -> str:
+        return f"{self.results}/{dataset}/sensitivity/{param}/{value}/seed{seed}"
+
+    # ---- the job grid -----------------------------------------------------------------
+    def final_runs(self) -> list[str]:
+        return [self.final_run(d, m, s) for d in self.datasets for m in self.models for s in self.seeds]
+
+    def tuning_runs(self, dataset: str, model: str) -> list[str]:
+        return [self.grid_run(dataset, model, hp, self.tuning_seed) for hp in self.grid_points(model)]
+
+    @property
+    def ablations_enabled(self) -> bool:
+        return bool(self.config.get("ablations", {}).get("enabled"))
+
+    @property
+    def sensitivity_enabled(self) -> bool:
+        return bool(self.config.get("sensitivity", {}).get("enabled"))
+
+    def _section(self, name: str) -> tuple[list[str], list[int]]:
+        section = self.config.get(name, {})
+        return list(section.get("datasets", self.datasets)), list(section.get("seeds", self.seeds))
+
+    def ablation_variants(self) -> dict[str, dict[str, Any]]:
+        variants = self.specs["crane"].ablations
+        wanted = self.config.get("ablations", {}).get("variants")
+        if wanted:
+            missing = [v for v in wanted if v not in variants]
+            if missing:
+                raise ConfigError(f"ablations.variants: unknown variant(s) {missing}; "
+                                  f"config/models/crane.yaml defines {sorted(variants)}")
+            variants = {v: variants[v] for v in wanted}
+        return variants
+
+    def ablation_runs(self) -> list[str]:
+        if not self.ablations_enabled:
+            return []
+        datasets, seeds = self._section("ablations")
+        return [self.ablation_run(d, v, s) for d in datasets for v in self.ablation_variants()
+                for s in seeds]
+
+    def sensitivity_points(self) -> dict[str, list[Any]]:
+        points = self.specs["crane"].sensitivity
+        wanted = self.config.get("sensitivity", {}).get("params")
+        if wanted:
+            missing = [p for p in wanted if p not in points]
+            if missing:
+                raise ConfigError(f"sensitivity.params: unknown parameter(s) {missing}; "
+                                  f"config/models/crane.yaml sweeps {sorted(points)}")
+            points = {p: points[p] for p in wanted}
+        return points
+
+    def sensitivity_runs(self) -> list[str]:
+        if not self.sensitivity_enabled:
+            return []
+        datasets, seeds = self._section("sensitivity")
+        return [self.sensitivity_run(d, p, v, s) for d in datasets
+                for p, values in self.sensitivity_points().items() for v in values for s in seeds]
+
+    def sensitivity_value(self, param: str, text: str) -> Any:
+        """The configured value whose folder name is `text` (folder names are str(value))."""
+        for value in self.sensitivity_points().get(param, []):
+            if str(value) == text:
+                return value
+        raise ConfigError(f"sensitivity: {param}={text} is not a configured point")

@@ -1,0 +1,82 @@
+"""The study plan: the job grid a config asks for, and the tuning policy's paths."""
+
+from pathlib import Path
+
+import pytest
+
+from crane.config import ConfigError, validate_config
+from crane.study import ModelSpec, StudyPlan, hp_hash
+
+
+def write_models(folder: Path) -> Path:
+    (folder / "bpr.yaml").write_text("defaults: {reg_weight: 1.0e-4}\n"
+                                      "grid: {reg_weight: [1.0e-4, 1.0e-3, 1.0e-2]}\n")
+    (folder / "lightgcn.yaml").write_text("defaults: {n_layers: 2, reg_weight: 1.0e-4}\n"
+                                           "grid: {n_layers: [1, 2], reg_weight: [1.0e-4, 1.0e-3]}\n")
+    (folder / "crane.yaml").write_text(
+        "defaults: {lambda_cl: 0.01, rca_steps: 2}\n"
+        "ablations: {crane: {}, crane_no_cl: {lambda_cl: 0}}\n"
+        "sensitivity: {rca_steps: [1, 2, 3], lambda_cl: [0.001, 0.1]}\n")
+    return folder
+
+
+def plan(tmp_path, **extra):
+    config = {"seeds": [7, 8], "models": ["bpr", "lightgcn"], "results": "out",
+              "datasets": {"a": {"source": {"type": "demo"}}, "b": {"source": {"type": "demo"}}},
+              "models_dir": str(write_models(tmp_path))}
+    config.update(extra)
+    return StudyPlan(validate_config(config, tmp_path), repo_root=Path("/"))
+
+
+def test_default_tuning_runs_one_point_per_model_on_every_seed(tmp_path):
+    study = plan(tmp_path)
+    assert len(study.final_runs()) == 2 * 2 * 2
+    assert "out/a/final/bpr/seed8" in study.final_runs()
+    assert study.grid_points("lightgcn") == {hp_hash({"n_layers": 2, "reg_weight": 1e-4}):
+                                             {"n_layers": 2, "reg_weight": 1e-4}}
+    assert not study.needs_selection("lightgcn")
+
+
+def test_grid_tuning_searches_the_product_on_the_first_seed(tmp_path):
+    study = plan(tmp_path, tuning="grid")
+    points = study.grid_points("lightgcn")
+    assert len(points) == 4 and len(set(points)) == 4
+    assert {(p["n_layers"], p["reg_weight"]) for p in points.values()} == {
+        (1, 1e-4), (1, 1e-3), (2, 1e-4), (2, 1e-3)}
+    runs = study.tuning_runs("a", "lightgcn")
+    assert all(run.endswith("/seed7") for run in runs) and len(runs) == 4
+    assert study.needs_selection("bpr")
+
+
+def test_study_override_fixes_a_key_and_removes_it_from_the_grid(tmp_path):
+    study = plan(tmp_path, tuning="grid", model_overrides={"lightgcn": {"n_layers": 3}})
+    points = list(study.grid_points("lightgcn").values())
+    assert len(points) == 2 and all(p["n_layers"] == 3 for p in points)
+
+
+def test_ablation_and_sensitivity_runs(tmp_path):
+    study = plan(tmp_path, ablations={"enabled": True, "datasets": ["a"], "seeds": [7]},
+                 sensitivity={"enabled": True, "params": ["rca_steps"], "seeds": [7]})
+    assert study.ablation_runs() == ["out/a/ablations/crane/seed7", "out/a/ablations/crane_no_cl/seed7"]
+    assert len(study.sensitivity_runs()) == 2 * 3  # two datasets x three values
+    assert study.sensitivity_value("rca_steps", "3") == 3
+    with pytest.raises(ConfigError):
+        study.sensitivity_value("rca_steps", "9")
+
+
+def test_unknown_variant_is_named(tmp_path):
+    study = plan(tmp_path, ablations={"enabled": True, "variants": ["crane_no_rca"]})
+    with pytest.raises(ConfigError, match="crane_no_rca"):
+        study.ablation_runs()
+
+
+def test_hash_is_stable_and_order_independent():
+    assert hp_hash({"a": 1, "b": 2.0}) == hp_hash({"b": 2.0, "a": 1})
+    assert hp_hash({"a": 1}) != hp_hash({"a": 2})
+    assert len(hp_hash({})) == 12
+
+
+def test_model_file_with_unknown_key_is_rejected(tmp_path):
+    (tmp_path / "x.yaml").write_text("defaults: {}\ngrdi: {a: [1]}\n")
+    with pytest.raises(ConfigError, match="grdi"):
+        ModelSpec.load("x", tmp_path)
