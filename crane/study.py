@@ -11,22 +11,17 @@ seed (`final/`). With `tuning: default` the model's default point runs on every 
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from crane import files
 from crane.config import REPO_ROOT, ConfigError, load_yaml
+from crane import tuning
+from crane.tuning import hp_hash
 
 # Keys of config/models/<model>.yaml that describe the study, not a training run.
-STUDY_KEYS = {"defaults", "grid", "ablations", "sensitivity"}
-
-
-def hp_hash(hparams: dict[str, Any]) -> str:
-    """12 hex characters naming a resolved hyper-parameter point (run folders are keyed by it)."""
-    return files.sha256_json(hparams)[:12]
+STUDY_KEYS = {"description", "defaults", "grid", "ablations", "sensitivity"}
 
 
 @dataclass(frozen=True)
@@ -60,11 +55,7 @@ class ModelSpec:
 
     def grid_points(self) -> list[dict[str, Any]]:
         """Cartesian product of the grid over the defaults, in file order; [defaults] if none."""
-        if not self.grid:
-            return [dict(self.defaults)]
-        keys = list(self.grid)
-        return [{**self.defaults, **dict(zip(keys, values))}
-                for values in itertools.product(*(self.grid[k] for k in keys))]
+        return tuning.grid_points({"defaults": self.defaults, "grid": self.grid})
 
 
 class StudyPlan:

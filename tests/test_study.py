@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from crane.config import ConfigError, validate_config
-from crane.study import ModelSpec, StudyPlan, hp_hash
+from crane.study import ModelSpec, StudyPlan
+from crane.tuning import hp_hash
 
 
 def write_models(folder: Path) -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from crane import files
 from crane.commands._spec import parse_spec
-from crane.study import hp_hash
+from crane.tuning import hp_hash
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
 # Shared state of the rules: the validated config, the study plan, small helpers.
 import json
 import shlex
+import sys
 from pathlib import Path
 
 from crane.config import validate_config
@@ -15,6 +16,8 @@ PLAN = StudyPlan(config)
 R = PLAN.results
 DEVICE = config["device"]
 TRAINING = config["training"]
+# The interpreter running Snakemake runs the steps too: no PATH or activated venv needed.
+CRANE = f"{shlex.quote(sys.executable)} -m crane"
 
 
 wildcard_constraints:

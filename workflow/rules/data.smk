@@ -18,13 +18,13 @@ rule acquire:
         mem_mb=2000,
         runtime=240,
     shell:
-        "crane acquire --dataset {wildcards.dataset} --spec {params.spec} --out {params.raw} > {log} 2>&1"
+        "{CRANE} acquire --dataset {wildcards.dataset} --spec {params.spec} --out {params.raw} > {log} 2>&1"
 
 
 rule preprocess:
     output:
         interactions=f"{R}/{{dataset}}/data/interactions.parquet",
-        items=f"{R}/{{dataset}}/data/items.parquet",
+        item_table=f"{R}/{{dataset}}/data/items.parquet",
         stats=f"{R}/{{dataset}}/data/stats.json",
     input:
         raw=f"{R}/{{dataset}}/raw/acquired.json",
@@ -43,7 +43,7 @@ rule preprocess:
         mem_mb=8000,
         runtime=60,
     shell:
-        "crane preprocess --dataset {wildcards.dataset} --spec {params.spec} --raw {params.raw}"
+        "{CRANE} preprocess --dataset {wildcards.dataset} --spec {params.spec} --raw {params.raw}"
         " --out {params.out} > {log} 2>&1"
 
 
@@ -59,4 +59,4 @@ rule dataset_stats:
         f"{R}/{{dataset}}/logs/stats.log",
     localrule: True
     shell:
-        "crane stats --data {params.data} --out {output} > {log} 2>&1"
+        "{CRANE} stats --data {params.data} --out {output} > {log} 2>&1"

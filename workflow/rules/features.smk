@@ -6,7 +6,7 @@ rule features:
         npy=f"{R}/{{dataset}}/features/{{modality}}-{{encoder}}/features.npy",
         manifest=f"{R}/{{dataset}}/features/{{modality}}-{{encoder}}/manifest.json",
     input:
-        items=f"{R}/{{dataset}}/data/items.parquet",
+        item_table=f"{R}/{{dataset}}/data/items.parquet",
         raw=f"{R}/{{dataset}}/raw/acquired.json",
         code=code("crane/features/*.py"),
     params:
@@ -23,7 +23,7 @@ rule features:
         mem_mb=8000,
         runtime=240,
     shell:
-        "crane features --data {params.data} --raw {params.raw} --modality {wildcards.modality}"
+        "{CRANE} features --data {params.data} --raw {params.raw} --modality {wildcards.modality}"
         " --encoder {wildcards.encoder} --spec {params.spec} --out {params.out} --device {DEVICE}"
         " > {log} 2>&1"
 
@@ -46,4 +46,4 @@ rule graphs:
         mem_mb=8000,
         runtime=60,
     shell:
-        "crane graphs {params.features} --k 10 --out {params.out} --index {output} > {log} 2>&1"
+        "{CRANE} graphs {params.features} --k 10 --out {params.out} --index {output} > {log} 2>&1"

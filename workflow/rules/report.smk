@@ -1,4 +1,5 @@
-# Paper-style tables and plots from whatever runs the config asks for.
+# Paper-style tables and plots from the runs the config asks for (and only those: variants
+# and sensitivity points are passed explicitly, so stale folders on disk are never read).
 
 
 def table_inputs(wildcards):
@@ -11,15 +12,48 @@ def table_inputs(wildcards):
     }
 
 
+def report_parts():
+    parts = ["main", "datasets", "hyperparameters", "user_activity", "efficiency", "convergence"]
+    if PLAN.ablations_enabled:
+        parts.append("ablation")
+    if PLAN.sensitivity_enabled:
+        parts.append("sensitivity")
+    return parts
+
+
+def report_options():
+    options = [f"--parts {' '.join(report_parts())}"]
+    if PLAN.ablations_enabled:
+        options.append(f"--variants {' '.join(PLAN.ablation_variants())}")
+    if PLAN.sensitivity_enabled:
+        grid = [f"{p}={','.join(map(str, v))}" for p, v in PLAN.sensitivity_points().items()]
+        options.append(f"--grid {' '.join(grid)}")
+    return " ".join(options)
+
+
+T = f"{R}/tables"
+
+
+def table(name, category, caption=None):
+    """A table or plot of the Snakemake report, labelled for browsing."""
+    return report(f"{T}/{name}", caption=f"../report/{caption or name.split('.')[0]}.rst",
+                  category=category, labels={"output": name})
+
+
 rule tables:
     output:
-        main=report(f"{R}/tables/main.md", caption="../report/main.rst", category="Results",
-                    labels={"table": "main results"}),
-        tex=f"{R}/tables/main.tex",
-        csv=f"{R}/tables/main.csv",
-        metrics=f"{R}/tables/metrics.json",
-        convergence=report(f"{R}/tables/convergence.png", caption="../report/convergence.rst",
-                           category="Results", labels={"figure": "convergence"}),
+        main=table("main.md", "Results"),
+        tex=f"{T}/main.tex",
+        csv=f"{T}/main.csv",
+        metrics=f"{T}/metrics.json",
+        datasets=table("datasets.md", "Datasets"),
+        hyperparameters=table("hyperparameters.md", "Results"),
+        user_activity=table("user_activity.md", "Results"),
+        efficiency=table("efficiency.md", "Efficiency"),
+        convergence=table("convergence.png", "Efficiency"),
+        convergence_csv=f"{T}/convergence.csv",
+        extra=([table("ablation.md", "Ablations")] if PLAN.ablations_enabled else [])
+        + ([table("sensitivity.png", "Ablations")] if PLAN.sensitivity_enabled else []),
     input:
         unpack(table_inputs),
         code=code("crane/report/*.py"),
@@ -28,10 +62,11 @@ rule tables:
         models=" ".join(PLAN.models),
         seeds=" ".join(map(str, PLAN.seeds)),
         test=config["report"]["significance_test"],
-        out=f"{R}/tables",
+        options=report_options(),
     log:
         f"{R}/logs/tables.log",
     localrule: True
     shell:
-        "crane tables --results {R} --out {params.out} --datasets {params.datasets}"
-        " --models {params.models} --seeds {params.seeds} --test {params.test} > {log} 2>&1"
+        "{CRANE} tables --results {R} --out {T} --datasets {params.datasets}"
+        " --models {params.models} --seeds {params.seeds} --test {params.test}"
+        " {params.options} > {log} 2>&1"

@@ -12,7 +12,7 @@ def run_inputs(wildcards):
 
 RUN_RESOURCES = dict(mem_mb=16000, runtime=720)
 RUN_SHELL = (
-    "crane run --dataset {wildcards.dataset} --data {params.data} {params.features}"
+    "{CRANE} run --dataset {wildcards.dataset} --data {params.data} {params.features}"
     " --cache {params.cache} --model {params.model} --seed {wildcards.seed}"
     " --training {params.training} --device {DEVICE} {params.hparams} --out {params.out}"
     " > {log} 2>&1"
@@ -66,7 +66,7 @@ rule select:
         f"{R}/{{dataset}}/logs/select_{{model}}.log",
     localrule: True
     shell:
-        "crane select --runs {params.runs} --metric {params.metric} --out {output} > {log} 2>&1"
+        "{CRANE} select --runs {params.runs} --metric {params.metric} --out {output} > {log} 2>&1"
 
 
 def selected_hparams(dataset, model):

@@ -1,0 +1,99 @@
+"""How models, metrics and variants are named and ordered in tables.
+
+Row order inside a group follows the order of the `models` list the caller gives (the config's
+order); groups come in the fixed order general, multimodal, (other), ours.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+MAIN_METRICS: tuple[str, ...] = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
+
+GENERAL = "general"
+MULTIMODAL = "multimodal"
+OTHER = "other"
+OURS = "ours"
+
+MODEL_GROUPS: dict[str, tuple[str, ...]] = {
+    GENERAL: ("mostpop", "bpr", "lightgcn"),
+    MULTIMODAL: ("itemknn_cbf", "vbpr", "lattice", "freedom", "bm3", "mgcn", "lgmrec"),
+    OURS: ("crane",),
+}
+GROUP_ORDER: tuple[str, ...] = (GENERAL, MULTIMODAL, OTHER, OURS)
+GROUP_LABELS = {GENERAL: "General", MULTIMODAL: "Multimodal", OTHER: "Other", OURS: "CRANE"}
+
+MODEL_LABELS = {
+    "mostpop": "MostPop",
+    "bpr": "BPR",
+    "lightgcn": "LightGCN",
+    "itemknn_cbf": "ItemKNN-CBF",
+    "vbpr": "VBPR",
+    "lattice": "LATTICE",
+    "freedom": "FREEDOM",
+    "bm3": "BM3",
+    "mgcn": "MGCN",
+    "lgmrec": "LGMRec",
+    "crane": "CRANE",
+}
+
+# Ablation variants in the order of the method description (docs/crane-method.md, section 9);
+# variants not listed here follow in alphabetical order.
+ABLATION_ORDER: tuple[str, ...] = (
+    "crane", "crane_concat", "crane_rca1", "crane_no_profiles", "crane_no_item_graph",
+    "crane_no_cl", "crane_prototype",
+)
+ABLATION_LABELS = {
+    "crane": "CRANE (full)",
+    "crane_concat": "w/o RCA (concatenation)",
+    "crane_rca1": "RCA without recursion",
+    "crane_no_profiles": "w/o user profiles",
+    "crane_no_item_graph": "w/o item-item graph",
+    "crane_no_cl": "w/o contrastive loss",
+    "crane_prototype": "prototype-faithful",
+}
+
+
+def model_label(model: str) -> str:
+    return MODEL_LABELS.get(model, model)
+
+
+def ablation_label(variant: str) -> str:
+    return ABLATION_LABELS.get(variant, variant)
+
+
+def metric_label(metric: str) -> str:
+    """`recall@20` -> `Recall@20`, `ndcg@10` -> `NDCG@10`."""
+    name, _, k = metric.partition("@")
+    pretty = {"recall": "Recall", "ndcg": "NDCG", "precision": "Precision", "map": "MAP"}
+    label = pretty.get(name, name)
+    return f"{label}@{k}" if k else label
+
+
+def group_label(group: str, ours: str = "crane") -> str:
+    """Section title of a group; the "ours" group is named after our model."""
+    return model_label(ours) if group == OURS else GROUP_LABELS[group]
+
+
+def group_of(model: str, ours: str = "crane") -> str:
+    if model == ours:
+        return OURS
+    for group, members in MODEL_GROUPS.items():
+        if group != OURS and model in members:
+            return group
+    return OTHER
+
+
+def grouped_models(models: Sequence[str], ours: str = "crane") -> list[tuple[str, list[str]]]:
+    """[(group, [models in the caller's order])] for the non-empty groups, in GROUP_ORDER."""
+    groups: list[tuple[str, list[str]]] = []
+    for group in GROUP_ORDER:
+        members = [m for m in models if group_of(m, ours) == group]
+        if members:
+            groups.append((group, members))
+    return groups
+
+
+def order_variants(variants: Sequence[str]) -> list[str]:
+    known = [v for v in ABLATION_ORDER if v in variants]
+    return known + sorted(set(variants) - set(known))
