@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from crane.config import REPO_ROOT, ConfigError, load_yaml
-from crane import tuning
+from crane import layout, tuning
 from crane.tuning import hp_hash
 
 # Keys of config/models/<model>.yaml that describe the study, not a training run.
@@ -94,32 +94,35 @@ class StudyPlan:
     def default_hparams(self, model: str) -> dict[str, Any]:
         return dict(self.specs[model].defaults)
 
-    # ---- paths ------------------------------------------------------------------------
+    # ---- paths (crane/layout.py), as strings for Snakemake --------------------------------
     def data_dir(self, dataset: str) -> str:
-        return f"{self.results}/{dataset}/data"
+        return str(layout.data_dir(self.results, dataset))
 
     def feature_dir(self, dataset: str, modality: str) -> str:
         encoder = self.config["datasets"][dataset]["features"][modality]
-        return f"{self.results}/{dataset}/features/{modality}-{encoder}"
+        return str(layout.feature_dir(self.results, dataset, modality, encoder))
 
     def feature_dirs(self, dataset: str) -> dict[str, str]:
         modalities = self.config["datasets"][dataset].get("features", {})
         return {m: self.feature_dir(dataset, m) for m in sorted(modalities)}
 
-    def grid_run(self, dataset: str, model: str, hp: str, seed: int) -> str:
-        return f"{self.results}/{dataset}/runs/{model}/{hp}/seed{seed}"
+    def grid_run(self, dataset: str, model: str, hp: str, seed: int | str) -> str:
+        return str(layout.grid_run_dir(self.results, dataset, model, hp, seed))
+
+    def grid_runs_root(self, dataset: str, model: str) -> str:
+        return str(layout.grid_runs_root(self.results, dataset, model))
 
     def selection(self, dataset: str, model: str) -> str:
-        return f"{self.results}/{dataset}/selected/{model}.json"
+        return str(layout.selection_path(self.results, dataset, model))
 
-    def final_run(self, dataset: str, model: str, seed: int) -> str:
-        return f"{self.results}/{dataset}/final/{model}/seed{seed}"
+    def final_run(self, dataset: str, model: str, seed: int | str) -> str:
+        return str(layout.final_run_dir(self.results, dataset, model, seed))
 
-    def ablation_run(self, dataset: str, variant: str, seed: int) -> str:
-        return f"{self.results}/{dataset}/ablations/{variant}/seed{seed}"
+    def ablation_run(self, dataset: str, variant: str, seed: int | str) -> str:
+        return str(layout.ablation_run_dir(self.results, dataset, variant, seed))
 
-    def sensitivity_run(self, dataset: str, param: str, value: Any, seed: int) -> str:
-        return f"{self.results}/{dataset}/sensitivity/{param}/{value}/seed{seed}"
+    def sensitivity_run(self, dataset: str, param: str, value: Any, seed: int | str) -> str:
+        return str(layout.sensitivity_run_dir(self.results, dataset, param, value, seed))
 
     # ---- the job grid -----------------------------------------------------------------
     def final_runs(self) -> list[str]:
@@ -175,6 +178,12 @@ class StudyPlan:
         datasets, seeds = self._section("sensitivity")
         return [self.sensitivity_run(d, p, v, s) for d in datasets
                 for p, values in self.sensitivity_points().items() for v in values for s in seeds]
+
+    def dataset_runs(self, dataset: str) -> list[str]:
+        """Every run of one dataset that the tables read (final, ablation, sensitivity)."""
+        prefix = f"{layout.runs_root(self.results, dataset)}/"
+        return [run for run in self.final_runs() + self.ablation_runs() + self.sensitivity_runs()
+                if run.startswith(prefix)]
 
     def sensitivity_value(self, param: str, text: str) -> Any:
         """The configured value whose folder name is `text` (folder names are str(value))."""

@@ -32,7 +32,7 @@ def plan(tmp_path, **extra):
 def test_default_tuning_runs_one_point_per_model_on_every_seed(tmp_path):
     study = plan(tmp_path)
     assert len(study.final_runs()) == 2 * 2 * 2
-    assert "out/a/final/bpr/seed8" in study.final_runs()
+    assert "out/a/runs/final/bpr/seed8" in study.final_runs()
     assert study.grid_points("lightgcn") == {hp_hash({"n_layers": 2, "reg_weight": 1e-4}):
                                              {"n_layers": 2, "reg_weight": 1e-4}}
     assert not study.needs_selection("lightgcn")
@@ -58,7 +58,7 @@ def test_study_override_fixes_a_key_and_removes_it_from_the_grid(tmp_path):
 def test_ablation_and_sensitivity_runs(tmp_path):
     study = plan(tmp_path, ablations={"enabled": True, "datasets": ["a"], "seeds": [7]},
                  sensitivity={"enabled": True, "params": ["rca_steps"], "seeds": [7]})
-    assert study.ablation_runs() == ["out/a/ablations/crane/seed7", "out/a/ablations/crane_no_cl/seed7"]
+    assert study.ablation_runs() == ["out/a/runs/ablations/crane/seed7", "out/a/runs/ablations/crane_no_cl/seed7"]
     assert len(study.sensitivity_runs()) == 2 * 3  # two datasets x three values
     assert study.sensitivity_value("rca_steps", "3") == 3
     with pytest.raises(ConfigError):

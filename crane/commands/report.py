@@ -6,10 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from crane.report import build
-from crane.report.naming import MAIN_METRICS
-from crane.report.significance import PAIRINGS, TESTS
-from crane.report.user_activity import DEFAULT_EDGES
+from crane.report.naming import DEFAULT_EDGES, MAIN_METRICS, PAIRINGS, PARTS, TESTS
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         metavar="N", help="edges of the user-activity bins (default: 5 10 20)")
     tables.add_argument("--curve-metric", default="recall@20",
                         help="metric of the curves, user-activity table and sensitivity plot")
-    tables.add_argument("--parts", nargs="+", choices=build.PARTS, default=list(build.PARTS),
+    tables.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
                         help="which outputs to build (default: all)")
     tables.add_argument("--variants", nargs="*", default=None,
                         help="ablation variants (default: the folders found)")
@@ -76,6 +73,8 @@ def _out(args: argparse.Namespace) -> Path:
 
 
 def _run_tables(args: argparse.Namespace) -> int:
+    from crane.report import build
+
     written = build.build_report(
         args.results, _out(args), args.datasets, args.models, args.seeds, test=args.test,
         pairing=args.pairing, ours=args.ours, metrics=args.metrics,
@@ -87,6 +86,8 @@ def _run_tables(args: argparse.Namespace) -> int:
 
 
 def _run_ablation(args: argparse.Namespace) -> int:
+    from crane.report import build
+
     written, missing = build.write_ablation(args.results, _out(args), args.datasets, args.seeds,
                                             args.variants, args.metrics)
     log.info("wrote %s (%d runs missing)", ", ".join(written), len(missing))
@@ -95,6 +96,8 @@ def _run_ablation(args: argparse.Namespace) -> int:
 
 def _run_sensitivity(args: argparse.Namespace) -> int:
     grid = dict(args.grid) if args.grid is not None else None
+    from crane.report import build
+
     written, missing = build.write_sensitivity(args.results, _out(args), args.datasets,
                                                args.seeds, grid, args.metric)
     log.info("wrote %s (%d runs missing)", ", ".join(written), len(missing))

@@ -4,8 +4,7 @@
 collect (find and load runs), aggregate (mean ± std over seeds), significance (paired tests
 on per-user metrics), tables (Markdown / LaTeX / CSV rendering), main_results, datasets_table,
 hyperparameters, user_activity, ablation, efficiency, plots.
+
+Import from `crane.report.build`; this package imports nothing itself, so that `crane --help`
+stays fast (scipy and matplotlib load only when a table is built).
 """
-
-from crane.report.build import PARTS, build_report, write_ablation, write_sensitivity
-
-__all__ = ["PARTS", "build_report", "write_ablation", "write_sensitivity"]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from crane import files
+from crane import layout
 from crane.report import significance
 from crane.report.ablation import ablation_table
 from crane.report.collect import (MissingRun, collect_ablation_runs, collect_final_runs,
@@ -28,7 +29,7 @@ from crane.report.datasets_table import dataset_statistics
 from crane.report.efficiency import efficiency_table
 from crane.report.hyperparameters import selected_hyperparameters
 from crane.report.main_results import main_results
-from crane.report.naming import MAIN_METRICS
+from crane.report.naming import MAIN_METRICS, PARTS
 from crane.report.plots import (convergence_data, convergence_figure, save_figure,
                                 sensitivity_data, sensitivity_figure)
 from crane.report.tables import to_csv, write_table
@@ -36,8 +37,7 @@ from crane.report.user_activity import DEFAULT_EDGES, user_activity
 
 log = logging.getLogger(__name__)
 
-PARTS: tuple[str, ...] = ("main", "datasets", "hyperparameters", "user_activity", "efficiency",
-                          "convergence", "ablation", "sensitivity")
+
 _FINAL_RUN_PARTS = {"main", "hyperparameters", "user_activity", "efficiency", "convergence"}
 
 
@@ -130,7 +130,7 @@ def write_sensitivity(results_dir: str | Path, out_dir: str | Path, datasets: Se
     results_dir = Path(results_dir)
     if grid is None:
         grid = discover_sensitivity(results_dir, datasets)
-    grid = {p: sort_values(v, results_dir / "<dataset>" / "sensitivity" / p)
+    grid = {p: sort_values(v, layout.sensitivity_root(results_dir, "<dataset>") / p)
             for p, v in sorted(grid.items())}
     runs = collect_sensitivity_runs(results_dir, datasets, grid, seeds)
     summary = sensitivity_data(runs, metric)

@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from crane import files
+from crane import layout
 from crane.report.naming import order_variants
 
 # Scalar fields of metrics.json carried into the `runs` frame (absent ones become NaN).
@@ -63,30 +64,14 @@ class RunCollection:
         return [Path(p) for p in self.runs.loc[mask, "run_dir"]]
 
 
-# -- folder layout (docs/layout.md) ------------------------------------------------------------
+# -- folder layout: crane/layout.py is the one source of truth ---------------------------------
 
-def final_run_dir(results_dir: Path, dataset: str, model: str, seed: int) -> Path:
-    return Path(results_dir) / dataset / "final" / model / f"seed{seed}"
-
-
-def ablation_run_dir(results_dir: Path, dataset: str, variant: str, seed: int) -> Path:
-    return Path(results_dir) / dataset / "ablations" / variant / f"seed{seed}"
-
-
-def sensitivity_run_dir(results_dir: Path, dataset: str, param: str, value: str, seed: int) -> Path:
-    return Path(results_dir) / dataset / "sensitivity" / param / value / f"seed{seed}"
-
-
-def selection_path(results_dir: Path, dataset: str, model: str) -> Path:
-    return Path(results_dir) / dataset / "selected" / f"{model}.json"
-
-
-def stats_path(results_dir: Path, dataset: str) -> Path:
-    return Path(results_dir) / dataset / "data" / "stats.json"
-
-
-def benchmark_path(results_dir: Path, dataset: str, model: str, seed: int) -> Path:
-    return Path(results_dir) / dataset / "benchmarks" / f"train_{model}_seed{seed}.tsv"
+final_run_dir = layout.final_run_dir
+ablation_run_dir = layout.ablation_run_dir
+sensitivity_run_dir = layout.sensitivity_run_dir
+selection_path = layout.selection_path
+stats_path = layout.stats_path
+benchmark_path = layout.train_benchmark_path
 
 
 # -- reading one run ---------------------------------------------------------------------------
@@ -192,7 +177,7 @@ def collect_final_runs(results_dir: Path, datasets: Sequence[str], models: Seque
 def discover_ablation_variants(results_dir: Path, datasets: Sequence[str]) -> list[str]:
     found = set()
     for dataset in datasets:
-        root = Path(results_dir) / dataset / "ablations"
+        root = layout.ablations_root(results_dir, dataset)
         if root.is_dir():
             found.update(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     return order_variants(sorted(found))
@@ -209,7 +194,7 @@ def discover_sensitivity(results_dir: Path, datasets: Sequence[str]) -> dict[str
     """{param: [value folder names, numerically sorted]} over the datasets."""
     found: dict[str, set[str]] = {}
     for dataset in datasets:
-        root = Path(results_dir) / dataset / "sensitivity"
+        root = layout.sensitivity_root(results_dir, dataset)
         if not root.is_dir():
             continue
         for param_dir in root.iterdir():
@@ -217,7 +202,7 @@ def discover_sensitivity(results_dir: Path, datasets: Sequence[str]) -> dict[str
                 values = {p.name for p in param_dir.iterdir()
                           if p.is_dir() and not p.name.startswith(".")}
                 found.setdefault(param_dir.name, set()).update(values)
-    return {param: sort_values(values, Path(results_dir) / "<dataset>" / "sensitivity" / param)
+    return {param: sort_values(values, layout.sensitivity_root(results_dir, "<dataset>") / param)
             for param, values in sorted(found.items())}
 
 

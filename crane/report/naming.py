@@ -9,6 +9,13 @@ from __future__ import annotations
 from typing import Sequence
 
 MAIN_METRICS: tuple[str, ...] = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
+# Choices the command line offers; kept here, in a module without heavy imports, so that
+# `crane --help` does not load scipy and matplotlib.
+TESTS: tuple[str, ...] = ("wilcoxon", "ttest")
+PAIRINGS: tuple[str, ...] = ("user_mean", "concat")
+DEFAULT_EDGES: tuple[int, ...] = (5, 10, 20)
+PARTS: tuple[str, ...] = ("main", "datasets", "hyperparameters", "user_activity", "efficiency",
+                          "convergence", "ablation", "sensitivity")
 
 GENERAL = "general"
 MULTIMODAL = "multimodal"

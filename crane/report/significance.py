@@ -20,8 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-TESTS = ("wilcoxon", "ttest")
-PAIRINGS = ("user_mean", "concat")
+from crane.report.naming import PAIRINGS, TESTS  # noqa: E402  (re-exported)
 # (threshold, mark): the first threshold that p is below gives the mark.
 SIGNIFICANCE_LEVELS: tuple[tuple[float, str], ...] = ((0.01, "**"), (0.05, "*"))
 

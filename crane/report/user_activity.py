@@ -10,10 +10,9 @@ import pandas as pd
 
 from crane.report.aggregate import lookup, summarise_over_seeds
 from crane.report.collect import MissingRun, RunCollection, load_user_metrics
-from crane.report.naming import group_label, grouped_models, metric_label, model_label
+from crane.report.naming import DEFAULT_EDGES, group_label, grouped_models, metric_label, model_label
 from crane.report.tables import DASH, Cell, Row, Section, Table, format_mean_std, rank_emphasis
 
-DEFAULT_EDGES: tuple[int, ...] = (5, 10, 20)
 COLUMNS = ["dataset", "model", "bin", "users", "mean", "std", "n_seeds"]
 
 

@@ -59,7 +59,7 @@ def make_study(results: Path, quality: dict[str, float], datasets=("baby",), see
                 history = pd.DataFrame({"epoch": np.arange(1, 6), "seconds": 1.0,
                                         "loss": np.linspace(1, 0.5, 5),
                                         "valid_recall@20": q * np.linspace(0.2, 1.0, 5)})
-                write_run(results / dataset / "final" / model / f"seed{seed}", dataset=dataset,
+                write_run(results / dataset / "runs" / "final" / model / f"seed{seed}", dataset=dataset,
                           model=model, seed=seed,
                           test={m: float(users[m].mean()) for m in METRICS},
                           users=users, history=history)

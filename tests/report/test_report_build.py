@@ -7,7 +7,7 @@ import pytest
 
 from _report_study import METRICS, make_study, write_run
 from crane.cli import main
-from crane.report import build_report, write_sensitivity
+from crane.report.build import build_report, write_sensitivity
 from crane.report.collect import collect_sensitivity_runs
 from crane.report.collect import collect_final_runs
 from crane.report.plots import convergence_data, sensitivity_data
@@ -26,7 +26,7 @@ def _sensitivity_runs(results):
     for param, values in {"lambda_cl": ["0.001", "0.01", "0.1"], "rca_steps": ["1", "2", "3"]}.items():
         for i, value in enumerate(values):
             for seed in SEEDS:
-                write_run(results / "baby" / "sensitivity" / param / value / f"seed{seed}",
+                write_run(results / "baby" / "runs" / "sensitivity" / param / value / f"seed{seed}",
                           dataset="baby", model="crane", seed=seed,
                           test={m: 0.1 + 0.01 * i + 0.002 * seed for m in METRICS})
 
@@ -35,7 +35,7 @@ def _sensitivity_runs(results):
 def study(results):
     make_study(results, {"bpr": 0.5, "lightgcn": 0.7, "crane": 1.0}, seeds=SEEDS,
                skip={("baby", "lightgcn", 2)})
-    write_run(results / "baby" / "ablations" / "crane_no_cl" / "seed1", dataset="baby",
+    write_run(results / "baby" / "runs" / "ablations" / "crane_no_cl" / "seed1", dataset="baby",
               model="crane", seed=1, test={m: 0.09 for m in METRICS})
     _sensitivity_runs(results)
     return results
@@ -91,7 +91,7 @@ def test_convergence_skips_epochs_without_validation(results):
     history = pd.DataFrame({"epoch": [1, 2, 3, 4], "loss": 1.0,
                             "recall@20": [0.1, None, 0.3, None]})
     for seed, shift in ((1, 0.0), (2, 0.1)):
-        write_run(results / "baby" / "final" / "bpr" / f"seed{seed}", dataset="baby",
+        write_run(results / "baby" / "runs" / "final" / "bpr" / f"seed{seed}", dataset="baby",
                   model="bpr", seed=seed, test={"recall@20": 0.1},
                   history=history.assign(**{"recall@20": history["recall@20"] + shift}))
     runs = collect_final_runs(results, ["baby"], ["bpr"], [1, 2])
@@ -99,7 +99,7 @@ def test_convergence_skips_epochs_without_validation(results):
     assert curves["epoch"].tolist() == [1, 3]
     assert curves["recall@20"].tolist() == pytest.approx([0.15, 0.35])
     assert not missing
-    history.drop(columns="recall@20").to_csv(results / "baby/final/bpr/seed1/history.csv")
+    history.drop(columns="recall@20").to_csv(results / "baby/runs/final/bpr/seed1/history.csv")
     with pytest.raises(ValueError, match=r"seed1/history.csv: no column for validation 'recall@20'"):
         convergence_data(runs, ["baby"], ["bpr"])
 
@@ -118,7 +118,7 @@ def test_sensitivity_summary_and_plot(study, tmp_path):
         "sensitivity: dataset=baby param=tau param_value=0.2 seed=1",
         "sensitivity: dataset=baby param=tau param_value=0.2 seed=2"]
     assert written["sensitivity.png"].stat().st_size > 0
-    (study / "baby" / "sensitivity" / "tau" / "high").mkdir(parents=True)
+    (study / "baby" / "runs" / "sensitivity" / "tau" / "high").mkdir(parents=True)
     with pytest.raises(ValueError, match=r"sensitivity/tau/high: sensitivity value folder must be a number"):
         write_sensitivity(study, tmp_path / "s", ["baby"], SEEDS)
 
@@ -141,7 +141,7 @@ def test_cli_tables(study, tmp_path, capsys):
 
 
 def test_cli_reports_bad_input_in_one_line(study, tmp_path, capsys):
-    (study / "baby" / "final" / "bpr" / "seed1" / "metrics.json").write_text("{not json")
+    (study / "baby" / "runs" / "final" / "bpr" / "seed1" / "metrics.json").write_text("{not json")
     code = main(["tables", "--results", str(study), "--out", str(tmp_path / "x"),
                  "--datasets", "baby", "--models", *MODELS, "--seeds", "1", "2"])
     assert code == 2

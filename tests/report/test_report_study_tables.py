@@ -40,8 +40,8 @@ def test_selected_hyperparameters_from_selection_or_runs(results):
                  "hp_hash": "ffeeddccbbaa", "metric": "recall@20",
                  "points": [{"hp_hash": "ffeeddccbbaa", "hparams": {}, "valid": {"recall@20": 0.0812}},
                             {"hp_hash": "0011", "hparams": {}, "valid": {"recall@20": 0.07}}]}
-    (results / "baby" / "selected").mkdir(parents=True)
-    (results / "baby" / "selected" / "lightgcn.json").write_text(json.dumps(selection))
+    (results / "baby" / "runs" / "selected").mkdir(parents=True)
+    (results / "baby" / "runs" / "selected" / "lightgcn.json").write_text(json.dumps(selection))
     runs = collect_final_runs(results, ["baby"], ["bpr", "lightgcn", "vbpr"], SEEDS)
     table, data, missing = selected_hyperparameters(results, runs, ["baby"],
                                                     ["bpr", "lightgcn", "vbpr"])
@@ -53,7 +53,7 @@ def test_selected_hyperparameters_from_selection_or_runs(results):
     assert set(data.query("model == 'lightgcn'")["param"]) == {"n_layers", "reg_weight"}
     assert r"n\_layers=2, reg\_weight=0.001" in to_latex(table)
     del selection["points"]
-    (results / "baby" / "selected" / "lightgcn.json").write_text(json.dumps(selection))
+    (results / "baby" / "runs" / "selected" / "lightgcn.json").write_text(json.dumps(selection))
     with pytest.raises(ValueError, match=r"lightgcn.json: missing field 'points'"):
         selected_hyperparameters(results, runs, ["baby"], ["lightgcn"])
 
@@ -65,8 +65,8 @@ def test_selection_as_crane_tuning_writes_it(results):
                  "table": [{"hp_hash": "h1", "hparams": {}, "valid": 0.04, "test": 0.0},
                            {"hp_hash": "h2", "hparams": {}, "valid": 0.05, "test": 0.0},
                            {"hp_hash": "h3", "hparams": {}, "valid": 0.03, "test": 0.0}]}
-    (results / "baby" / "selected").mkdir(parents=True)
-    (results / "baby" / "selected" / "bpr.json").write_text(json.dumps(selection))
+    (results / "baby" / "runs" / "selected").mkdir(parents=True)
+    (results / "baby" / "runs" / "selected" / "bpr.json").write_text(json.dumps(selection))
     runs = collect_final_runs(results, ["baby"], ["bpr"], SEEDS)
     table, _, _ = selected_hyperparameters(results, runs, ["baby"], ["bpr"])
     assert [c.text for c in table.sections[0].rows[0].cells] == [
@@ -90,10 +90,10 @@ def test_user_activity_table(results):
     # The study has 20 users with 3, 20 with 7, 10 with 12 and 10 with 25 training items.
     assert table.columns == ["<5 (n=20)", "5-9 (n=20)", "10-19 (n=10)", "20+ (n=10)"]
     assert not missing
-    users = pd.read_parquet(results / "baby/final/crane/seed1/user_metrics.parquet")
+    users = pd.read_parquet(results / "baby/runs/final/crane/seed1/user_metrics.parquet")
     per_seed = []
     for seed in SEEDS:
-        frame = pd.read_parquet(results / f"baby/final/crane/seed{seed}/user_metrics.parquet")
+        frame = pd.read_parquet(results / f"baby/runs/final/crane/seed{seed}/user_metrics.parquet")
         per_seed.append(frame.loc[frame["n_train"] >= 20, "recall@20"].mean())
     row = data.query("model == 'crane' and bin == '20+'").iloc[0]
     assert row["mean"] == pytest.approx(np.mean(per_seed))
@@ -128,7 +128,7 @@ def test_ablation_table_orders_variants_and_escapes_names(results):
     values = {"crane": 0.10, "crane_no_cl": 0.08, "crane_concat": 0.09, "my_variant": 0.10}
     for variant, value in values.items():
         for seed in SEEDS:
-            write_run(results / "baby" / "ablations" / variant / f"seed{seed}", dataset="baby",
+            write_run(results / "baby" / "runs" / "ablations" / variant / f"seed{seed}", dataset="baby",
                       model="crane", seed=seed,
                       test={m: value + 0.001 * seed for m in METRICS})
     from crane.report.collect import discover_ablation_variants

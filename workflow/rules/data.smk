@@ -5,8 +5,8 @@ rule acquire:
     output:
         f"{R}/{{dataset}}/raw/acquired.json",
     input:
-        code=code("crane/data/sources.py", "crane/data/download.py", "crane/data/demo.py",
-                  "crane/data/amazon*.py", "crane/data/mmrec.py"),
+        code=code("crane/data/sources/*.py", "crane/data/download.py", "crane/data/checksums.py",
+                  "crane/data/demo.py", "crane/data/image_features_b.py"),
     params:
         spec=lambda w: q(config["datasets"][w.dataset]),
         raw=lambda w: f"{R}/{w.dataset}/raw",
@@ -28,9 +28,9 @@ rule preprocess:
         stats=f"{R}/{{dataset}}/data/stats.json",
     input:
         raw=f"{R}/{{dataset}}/raw/acquired.json",
-        code=code("crane/data/parse.py", "crane/data/kcore.py", "crane/data/split.py",
-                  "crane/data/prepare.py", "crane/data/processed.py", "crane/data/amazon*.py",
-                  "crane/data/mmrec.py"),
+        code=code("crane/data/sources/*.py", "crane/data/parse.py", "crane/data/kcore.py",
+                  "crane/data/ids.py", "crane/data/split.py", "crane/data/mmrec_format.py",
+                  "crane/data/prepare.py", "crane/data/processed.py", "crane/data/stats.py"),
     params:
         spec=lambda w: q(config["datasets"][w.dataset]),
         raw=lambda w: f"{R}/{w.dataset}/raw",

@@ -34,7 +34,7 @@ def run_params(model, out, hparams):
 
 rule train_grid_point:
     output:
-        f"{R}/{{dataset}}/runs/{{model}}/{{hp}}/seed{{seed}}/metrics.json",
+        f"{R}/{{dataset}}/runs/grid/{{model}}/{{hp}}/seed{{seed}}/metrics.json",
     input:
         unpack(run_inputs),
         code=lambda w: ENGINE_CODE + model_code(w.model),
@@ -56,7 +56,7 @@ rule train_grid_point:
 
 rule select:
     output:
-        f"{R}/{{dataset}}/selected/{{model}}.json",
+        f"{R}/{{dataset}}/runs/selected/{{model}}.json",
     input:
         lambda w: [f"{run}/metrics.json" for run in PLAN.tuning_runs(w.dataset, w.model)],
     params:
@@ -88,13 +88,13 @@ def selection_input(model):
 def tuning_run(wildcards):
     """The seed-0 grid run of the selected point is reused, not retrained."""
     if PLAN.needs_selection(wildcards.model) and int(wildcards.seed) == PLAN.tuning_seed:
-        return f"--reuse-from {R}/{wildcards.dataset}/runs/{wildcards.model}"
+        return f"--reuse-from {PLAN.grid_runs_root(wildcards.dataset, wildcards.model)}"
     return ""
 
 
 rule train_final:
     output:
-        f"{R}/{{dataset}}/final/{{model}}/seed{{seed}}/metrics.json",
+        f"{R}/{{dataset}}/runs/final/{{model}}/seed{{seed}}/metrics.json",
     input:
         unpack(run_inputs),
         selected=selection_input(lambda w: w.model),
@@ -117,7 +117,7 @@ rule train_final:
 
 rule train_ablation:
     output:
-        f"{R}/{{dataset}}/ablations/{{variant}}/seed{{seed}}/metrics.json",
+        f"{R}/{{dataset}}/runs/ablations/{{variant}}/seed{{seed}}/metrics.json",
     input:
         unpack(run_inputs),
         selected=selection_input(lambda w: "crane"),
@@ -141,7 +141,7 @@ rule train_ablation:
 
 rule train_sensitivity:
     output:
-        f"{R}/{{dataset}}/sensitivity/{{param}}/{{value}}/seed{{seed}}/metrics.json",
+        f"{R}/{{dataset}}/runs/sensitivity/{{param}}/{{value}}/seed{{seed}}/metrics.json",
     input:
         unpack(run_inputs),
         selected=selection_input(lambda w: "crane"),
@@ -161,3 +161,17 @@ rule train_sensitivity:
         **RUN_RESOURCES,
     shell:
         RUN_SHELL
+
+
+rule runs_index:
+    output:
+        f"{R}/{{dataset}}/runs/index.json",
+    input:
+        lambda w: [f"{run}/metrics.json" for run in PLAN.dataset_runs(w.dataset)],
+    params:
+        runs=lambda w: " ".join(PLAN.dataset_runs(w.dataset)),
+    log:
+        f"{R}/{{dataset}}/logs/runs_index.log",
+    localrule: True
+    shell:
+        "{CRANE} runs-index --out {output} {params.runs} > {log} 2>&1"
