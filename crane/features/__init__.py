@@ -1,0 +1,16 @@
+"""Item features: one float32 matrix per (dataset, modality, encoder), rows aligned with item ids.
+
+- `text`: sentence-transformers over the item text (MMRec's recipe; MiniLM bundled offline).
+- `image_fetch`: downloads item images into the raw image cache (resumable, never fatal).
+- `image_clip`, `image_histogram`: image encoders over the cache (open-clip; a weight-free
+  colour histogram for the offline demo).
+- `legacy`: the literature's 4096-d `image_features_<Cat>.b` vectors, streamed.
+- `mmrec`: an MMRec dataset folder's `<modality>_feat.npy`, taken as is.
+- `extract`: picks the encoder from its config, imputes missing rows, writes the folder.
+- `store`: the feature folder (`features.npy` + `manifest.json`) and its content hash.
+"""
+
+from crane.features.extract import extract_features
+from crane.features.store import FeatureSet, load_features
+
+__all__ = ["FeatureSet", "extract_features", "load_features"]
