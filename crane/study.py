@@ -22,6 +22,8 @@ from crane.tuning import hp_hash
 
 # Keys of config/models/<model>.yaml that describe the study, not a training run.
 STUDY_KEYS = {"description", "defaults", "grid", "ablations", "sensitivity"}
+# Image encoders that read the item's image file (the others read precomputed vectors).
+IMAGE_FILE_ENCODERS = {"open_clip", "color_histogram"}
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,18 @@ class StudyPlan:
     def feature_dirs(self, dataset: str) -> dict[str, str]:
         modalities = self.config["datasets"][dataset].get("features", {})
         return {m: self.feature_dir(dataset, m) for m in sorted(modalities)}
+
+    def needs_image_fetch(self, dataset: str) -> bool:
+        """Real datasets whose image encoder reads image files fetch them after preprocessing
+        (the demo generates its images; MMRec folders and pair files bring none)."""
+        spec = self.config["datasets"][dataset]
+        encoder = spec.get("features", {}).get("image")
+        if encoder is None or spec["source"]["type"] in {"demo", "mmrec", "pairs_csv"}:
+            return False
+        return self.config["encoders"][encoder]["type"] in IMAGE_FILE_ENCODERS
+
+    def images_report(self, dataset: str) -> str:
+        return str(layout.raw_dir(self.results, dataset) / "images.json")
 
     def grid_run(self, dataset: str, model: str, hp: str, seed: int | str) -> str:
         return str(layout.grid_run_dir(self.results, dataset, model, hp, seed))

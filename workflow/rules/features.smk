@@ -1,4 +1,32 @@
-# Item features per (dataset, modality, encoder), then the kNN neighbour caches built from them.
+# Item images (real datasets), item features per (dataset, modality, encoder), then the kNN
+# neighbour caches built from them.
+
+
+rule fetch_images:
+    output:
+        f"{R}/{{dataset}}/raw/images.json",
+    input:
+        item_table=f"{R}/{{dataset}}/data/items.parquet",
+        code=code("crane/features/image_fetch.py", "crane/data/download.py"),
+    params:
+        data=lambda w: PLAN.data_dir(w.dataset),
+        raw=lambda w: f"{R}/{w.dataset}/raw",
+    log:
+        f"{R}/{{dataset}}/logs/fetch_images.log",
+    benchmark:
+        f"{R}/{{dataset}}/benchmarks/fetch_images.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=720,
+    shell:
+        "{CRANE} fetch-images --data {params.data} --raw {params.raw} --report {output} > {log} 2>&1"
+
+
+def fetched_images(wildcards):
+    if wildcards.modality == "image" and PLAN.needs_image_fetch(wildcards.dataset):
+        return [PLAN.images_report(wildcards.dataset)]
+    return []
+
 
 
 rule features:
@@ -8,6 +36,7 @@ rule features:
     input:
         item_table=f"{R}/{{dataset}}/data/items.parquet",
         raw=f"{R}/{{dataset}}/raw/acquired.json",
+        images=fetched_images,
         code=code("crane/features/*.py"),
     params:
         spec=lambda w: q(config["encoders"][w.encoder]),
