@@ -1,0 +1,132 @@
+"""Full-ranking evaluation: every user with held-out items against every item.
+
+Users are scored in chunks (`model.score`), their training items (and, for the test pass on
+request, their validation items) are masked out, the top max(K) items are taken with
+`torch.topk`, and hits are looked up in the sorted keys `user * n_items + item` of the held-out
+pairs. The only Python loop is over user chunks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from crane.data.processed import TEST, TRAIN, VALID, Interactions
+from crane.metrics import DEFAULT_KS, metric_columns, ranking_metrics
+from crane.models.base import Recommender
+
+
+@dataclass
+class EvaluationResult:
+    metrics: dict[str, float]          # mean over evaluated users
+    user_metrics: pd.DataFrame         # user_id, n_train, n_test, one column per metric
+    topk: np.ndarray | None = None     # (n_users evaluated, K) item ids, best first
+    users: np.ndarray | None = None    # the evaluated users, in the row order of `topk`
+
+
+class FullRankingEvaluator:
+    """Ranks all items for the users of `truth` and scores the top-K against `truth`.
+
+    `truth` and `mask` are binary U x N matrices: held-out items to find, and items that may
+    never be recommended (the user's training items, optionally validation items too).
+    """
+
+    def __init__(self, truth: sp.csr_matrix, mask: sp.csr_matrix,
+                 n_train: np.ndarray | None = None, ks: tuple[int, ...] = DEFAULT_KS,
+                 batch_size: int = 4096, device: torch.device | str = "cpu"):
+        if truth.shape != mask.shape:
+            raise ValueError(f"truth {truth.shape} and mask {mask.shape} differ in shape")
+        if batch_size < 1:
+            raise ValueError(f"eval batch_size must be positive, got {batch_size}")
+        self.n_users, self.n_items = truth.shape
+        self.ks = tuple(sorted(ks))
+        self.batch_size = int(batch_size)
+        self.device = torch.device(device)
+        truth = sp.csr_matrix(truth)
+        n_test = np.diff(truth.indptr)
+        self.users = np.flatnonzero(n_test > 0).astype(np.int64)
+        self.n_test = n_test[self.users].astype(np.int64)
+        self.n_train = (np.zeros(self.n_users, np.int64) if n_train is None
+                        else np.asarray(n_train, np.int64))[self.users]
+
+        coo = truth.tocoo()
+        keys = np.unique(coo.row.astype(np.int64) * self.n_items + coo.col)
+        self._truth_keys = torch.as_tensor(keys, device=self.device)
+        # Mask rows restricted to (and ordered like) the evaluated users.
+        mask_rows = sp.csr_matrix(mask)[self.users]
+        self._mask_indptr = mask_rows.indptr.astype(np.int64)
+        self._mask_row = torch.as_tensor(
+            np.repeat(np.arange(len(self.users), dtype=np.int64), np.diff(mask_rows.indptr)),
+            device=self.device)
+        self._mask_col = torch.as_tensor(mask_rows.indices.astype(np.int64), device=self.device)
+
+    @classmethod
+    def for_split(cls, interactions: Interactions, which: int, mask_valid_in_test: bool = False,
+                  ks: tuple[int, ...] = DEFAULT_KS, batch_size: int = 4096,
+                  device: torch.device | str = "cpu") -> "FullRankingEvaluator":
+        """Evaluator of the validation (`VALID`) or test (`TEST`) split of `interactions`."""
+        if which not in (VALID, TEST):
+            raise ValueError(f"can only evaluate the validation or test split, got {which}")
+        train = interactions.csr(TRAIN)
+        mask = train
+        if which == TEST and mask_valid_in_test:
+            mask = (train + interactions.csr(VALID)).tocsr()
+            mask.data[:] = 1.0
+        return cls(interactions.csr(which), mask, n_train=np.diff(train.indptr), ks=ks,
+                   batch_size=batch_size, device=device)
+
+    def evaluate(self, model: Recommender, topk: int = 0) -> EvaluationResult:
+        """Metrics of `model` (eval mode, no gradients); `topk` > 0 also returns top-K lists."""
+        n_ranks = min(max(max(self.ks), topk), self.n_items)
+        per_user = {name: np.empty(len(self.users)) for name in metric_columns(self.ks)}
+        top_lists = np.empty((len(self.users), min(topk, self.n_items)), np.int64) if topk else None
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                model.prepare_scoring()
+                for start in range(0, len(self.users), self.batch_size):
+                    stop = min(start + self.batch_size, len(self.users))
+                    users = torch.as_tensor(self.users[start:stop], device=self.device)
+                    ranked = self._top_items(model, users, start, stop, n_ranks)
+                    hits = self._hits(users, ranked)
+                    n_rel = torch.as_tensor(self.n_test[start:stop], device=self.device)
+                    for name, value in ranking_metrics(hits, n_rel, self.ks).items():
+                        per_user[name][start:stop] = value.cpu().numpy()
+                    if top_lists is not None:
+                        top_lists[start:stop] = ranked[:, :top_lists.shape[1]].cpu().numpy()
+        finally:
+            model.train(was_training)
+        frame = pd.DataFrame({"user_id": self.users, "n_train": self.n_train,
+                              "n_test": self.n_test, **per_user})
+        means = {name: float(values.mean()) if len(values) else float("nan")
+                 for name, values in per_user.items()}
+        return EvaluationResult(means, frame, top_lists, self.users)
+
+    def _top_items(self, model: Recommender, users: torch.Tensor, start: int, stop: int,
+                   n_ranks: int) -> torch.Tensor:
+        scores = model.score(users)
+        if scores.shape != (len(users), self.n_items):
+            raise ValueError(f"{type(model).__name__}.score returned shape {tuple(scores.shape)}, "
+                             f"expected ({len(users)}, {self.n_items})")
+        if scores._is_view() or not scores.is_contiguous():
+            scores = scores.contiguous().clone()  # never write into a model's cached tensor
+        scores = scores.float() if scores.dtype != torch.float32 else scores
+        lo, hi = self._mask_indptr[start], self._mask_indptr[stop]
+        scores[self._mask_row[lo:hi] - start, self._mask_col[lo:hi]] = -torch.inf
+        ranked = torch.topk(scores, n_ranks, dim=1).indices
+        return ranked
+
+    def _hits(self, users: torch.Tensor, ranked: torch.Tensor) -> torch.Tensor:
+        """(n_users, max K) boolean: is the item at each rank held out for that user."""
+        query = users[:, None] * self.n_items + ranked
+        where = torch.searchsorted(self._truth_keys, query).clamp_(max=len(self._truth_keys) - 1)
+        hits = self._truth_keys[where] == query
+        missing = max(self.ks) - hits.shape[1]
+        if missing > 0:  # fewer items than K: the absent ranks are misses
+            hits = torch.cat([hits, hits.new_zeros((hits.shape[0], missing))], dim=1)
+        return hits[:, :max(self.ks)]

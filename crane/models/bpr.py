@@ -1,0 +1,36 @@
+"""BPR-MF as in MMRec: user and item embeddings, dot-product score, BPR + reg * EmbLoss."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from crane.models import register
+from crane.models.base import Recommender, TrainData, bpr_loss, emb_loss
+
+
+@register("bpr")
+class BPR(Recommender):
+    def __init__(self, data: TrainData, hparams: dict[str, Any]):
+        super().__init__(data, hparams)
+        size = int(hparams.get("embedding_size", 64))
+        self.reg_weight = float(hparams.get("reg_weight", 1e-4))
+        self.user_embedding = nn.Embedding(self.n_users, size)
+        self.item_embedding = nn.Embedding(self.n_items, size)
+        nn.init.xavier_normal_(self.user_embedding.weight)
+        nn.init.xavier_normal_(self.item_embedding.weight)
+
+    def loss(self, users: torch.Tensor, pos_items: torch.Tensor,
+             neg_items: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        user_e = self.user_embedding(users)
+        # one lookup for positives and negatives: one dense gradient table instead of two
+        pos_e, neg_e = self.item_embedding(torch.cat([pos_items, neg_items])).split(len(users))
+        pos_scores = (user_e * pos_e).sum(dim=1)
+        neg_scores = (user_e * neg_e).sum(dim=1)
+        return {"bpr": bpr_loss(pos_scores, neg_scores),
+                "reg": self.reg_weight * emb_loss(user_e, pos_e, neg_e)}
+
+    def score(self, users: torch.Tensor) -> torch.Tensor:
+        return self.user_embedding(users) @ self.item_embedding.weight.T

@@ -1,0 +1,81 @@
+"""Training batches: shuffled positives, one uniform negative each, never a training item.
+
+Negatives are drawn for a whole epoch at once. A draw is rejected when (user, item) is a
+training pair, which is checked by binary search in the sorted keys `user * n_items + item`;
+only the shrinking set of rejected draws is redrawn. All randomness comes from one
+`torch.Generator`, so a seed (and a saved generator state) reproduces every batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Batch:
+    users: torch.Tensor
+    pos_items: torch.Tensor
+    neg_items: torch.Tensor | None
+
+
+class NegativeSampler:
+    """Epochs of (user, positive, negative) batches over the training interactions."""
+
+    def __init__(self, train_user: np.ndarray, train_item: np.ndarray, n_items: int,
+                 batch_size: int, generator: torch.Generator, use_negatives: bool = True,
+                 device: torch.device | str = "cpu"):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if len(train_user) == 0:
+            raise ValueError("no training interactions to sample from")
+        self.n_items = int(n_items)
+        self.batch_size = int(batch_size)
+        self.generator = generator
+        self.use_negatives = use_negatives
+        self.device = torch.device(device)
+        self.users = torch.as_tensor(np.asarray(train_user, dtype=np.int64))
+        self.items = torch.as_tensor(np.asarray(train_item, dtype=np.int64))
+        self.keys = torch.unique(self.users * self.n_items + self.items)  # sorted, no duplicates
+        if use_negatives:
+            per_user = torch.bincount(self.keys // self.n_items)
+            full = torch.nonzero(per_user >= self.n_items).flatten()
+            if len(full):
+                raise ValueError(f"user {int(full[0])} interacted with every item: "
+                                 "no negative item can be drawn for it")
+
+    def __len__(self) -> int:
+        return -(-len(self.users) // self.batch_size)
+
+    def is_training_pair(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Boolean mask: which (user, item) pairs are training interactions."""
+        query = users * self.n_items + items
+        where = torch.searchsorted(self.keys, query).clamp_(max=len(self.keys) - 1)
+        return self.keys[where] == query
+
+    def sample_negatives(self, users: torch.Tensor) -> torch.Tensor:
+        """One uniform item per entry of `users`, none of them a training item of that user."""
+        negatives = torch.randint(self.n_items, (len(users),), generator=self.generator)
+        rejected = torch.nonzero(self.is_training_pair(users, negatives)).flatten()
+        while len(rejected):
+            redraw = torch.randint(self.n_items, (len(rejected),), generator=self.generator)
+            negatives[rejected] = redraw
+            still = self.is_training_pair(users[rejected], redraw)
+            rejected = rejected[still]
+        return negatives
+
+    def epoch(self) -> Iterator[Batch]:
+        """Batches of one epoch, positives in a fresh random order."""
+        order = torch.randperm(len(self.users), generator=self.generator)
+        users, items = self.users[order], self.items[order]
+        negatives = self.sample_negatives(users) if self.use_negatives else None
+        users, items = users.to(self.device), items.to(self.device)
+        if negatives is not None:
+            negatives = negatives.to(self.device)
+        for start in range(0, len(users), self.batch_size):
+            stop = start + self.batch_size
+            yield Batch(users[start:stop], items[start:stop],
+                        None if negatives is None else negatives[start:stop])

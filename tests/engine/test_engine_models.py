@@ -1,0 +1,129 @@
+"""Leakage, graph construction, feature loading and batch-independent scoring."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from crane import files
+from crane.data.processed import TEST, TRAIN, VALID
+from crane.models import available
+from crane.train import build_model, load_train_data
+
+
+def test_models_are_registered():
+    assert {"mostpop", "bpr", "lightgcn"} <= set(available())
+
+
+def test_train_data_holds_only_training_pairs(processed_dir, clustered):
+    data, inter = load_train_data(processed_dir, {}, "cpu", None)
+    assert (data.n_users, data.n_items) == (clustered.n_users, clustered.n_items)
+    seen = set(zip(data.train_user.tolist(), data.train_item.tolist()))
+    for which in (VALID, TEST):
+        held_out = set(zip(*(part.tolist() for part in inter.part(which))))
+        assert held_out and not (seen & held_out)
+    assert seen == set(zip(*(part.tolist() for part in inter.part(TRAIN))))
+
+
+def test_lightgcn_graph_is_the_training_matrix(processed_dir):
+    data, inter = load_train_data(processed_dir, {}, "cpu", None)
+    model = build_model("lightgcn", data, {"n_layers": 2})
+    adjacency = sp.bmat([[None, model.propagation.user_item],
+                         [model.propagation.item_user, None]], format="csr")
+    train = inter.csr(TRAIN)
+    n_users = inter.n_users
+    pattern = (adjacency != 0).astype(np.int8)
+    assert (pattern[:n_users, n_users:] != (train != 0).astype(np.int8)).nnz == 0
+    assert pattern[:n_users, :n_users].nnz == 0 and pattern[n_users:, n_users:].nnz == 0
+    # symmetric normalisation: entry (u, i) = 1 / sqrt(deg u * deg i)
+    u, i = train.nonzero()
+    deg_u = np.asarray(train.sum(1)).ravel()
+    deg_i = np.asarray(train.sum(0)).ravel()
+    assert np.allclose(np.asarray(adjacency[u, n_users + i]).ravel(),
+                       1 / np.sqrt(deg_u[u] * deg_i[i]))
+
+
+def test_lightgcn_gradient_matches_dense_autograd(processed_dir):
+    data, _ = load_train_data(processed_dir, {}, "cpu", None)
+    model = build_model("lightgcn", data, {"n_layers": 2, "reg_weight": 0.0})
+    users, pos, neg = torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5]), torch.tensor([6, 7, 8])
+    model.loss(users, pos, neg)["bpr"].backward()
+    fast = model.user_embedding.weight.grad.clone()
+    dense = torch.as_tensor(sp.bmat([[None, model.propagation.user_item],
+                                     [model.propagation.item_user, None]]).toarray())
+    ego = torch.cat([model.user_embedding.weight, model.item_embedding.weight]).detach()
+    ego.requires_grad_(True)
+    layers = [ego, dense @ ego, dense @ (dense @ ego)]
+    final = torch.stack(layers).mean(0)
+    ue, ie = final[:data.n_users], final[data.n_users:]
+    s_pos = (ue[users] * ie[pos]).sum(1)
+    s_neg = (ue[users] * ie[neg]).sum(1)
+    (-torch.log(1e-10 + torch.sigmoid(s_pos - s_neg)).mean()).backward()
+    assert torch.allclose(fast, ego.grad[:data.n_users], atol=1e-6)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_lightgcn_torch_backend_equals_scipy_backend(processed_dir, threads):
+    """The GPU path (torch CSR) checked on CPU against the scipy path, values and gradients."""
+    from crane.graphs.user_item import symmetric_bipartite_adjacency
+    from crane.models.lightgcn import BipartitePropagation
+
+    data, _ = load_train_data(processed_dir, {}, "cpu", None)
+    adjacency = symmetric_bipartite_adjacency(data.train_matrix())
+    torch.set_num_threads(threads)   # 2 threads: the two blocks run concurrently
+    results = []
+    for backend in ("scipy", "torch"):
+        propagation = BipartitePropagation(adjacency, data.n_users, "cpu", backend=backend)
+        users = torch.randn(data.n_users, 8, generator=torch.Generator().manual_seed(0),
+                            requires_grad=True)
+        items = torch.randn(data.n_items, 8, generator=torch.Generator().manual_seed(1),
+                            requires_grad=True)
+        out_users, out_items = propagation.step(*propagation.step(users, items))
+        (out_users.square().sum() + out_items.sin().sum()).backward()
+        results.append((out_users, out_items, users.grad, items.grad))
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["mostpop", "bpr", "lightgcn"])
+def test_scoring_all_users_at_once_equals_one_by_one(processed_dir, name):
+    data, _ = load_train_data(processed_dir, {}, "cpu", None)
+    model = build_model(name, data, {})
+    model.fit()
+    model.eval()
+    with torch.no_grad():
+        model.prepare_scoring()
+        users = torch.arange(data.n_users)
+        together = model.score(users)
+        apart = torch.cat([model.score(users[u:u + 1]) for u in range(data.n_users)])
+    assert together.shape == (data.n_users, data.n_items)
+    assert torch.allclose(together, apart, atol=1e-6)
+
+
+def test_features_are_read_with_their_manifest_hash(tmp_path, processed_dir, clustered):
+    feature_dir = tmp_path / "features" / "text-test"
+    matrix = np.random.default_rng(0).random((clustered.n_items, 8)).astype(np.float32)
+    files.save_npy(feature_dir / "features.npy", matrix)
+    data, _ = load_train_data(processed_dir, {"text": feature_dir}, "cpu", tmp_path / "cache")
+    assert np.array_equal(data.features["text"], matrix)
+    assert data.feature_hashes["text"] == files.sha256_array(matrix)   # computed: no manifest
+    files.write_json(feature_dir / "manifest.json", {"content_hash": "abc123"})
+    data, _ = load_train_data(processed_dir, {"text": feature_dir}, "cpu", None)
+    assert data.feature_hashes["text"] == "abc123"
+    files.save_npy(feature_dir / "features.npy", matrix[:-1])
+    with pytest.raises(ValueError, match="features.npy: expected shape"):
+        load_train_data(processed_dir, {"text": feature_dir}, "cpu", None)
+    with pytest.raises(FileNotFoundError, match="features.npy"):
+        load_train_data(processed_dir, {"image": tmp_path / "nowhere"}, "cpu", None)
+
+
+def test_bpr_loss_terms_follow_mmrec(processed_dir):
+    data, _ = load_train_data(processed_dir, {}, "cpu", None)
+    model = build_model("bpr", data, {"reg_weight": 0.5})
+    users, pos, neg = torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([4, 5])
+    terms = model.loss(users, pos, neg)
+    u, p, n = (model.user_embedding.weight[users], model.item_embedding.weight[pos],
+               model.item_embedding.weight[neg])
+    expected_reg = 0.5 * (u.norm() + p.norm() + n.norm()) / 2
+    expected_bpr = -torch.log(1e-10 + torch.sigmoid((u * p).sum(1) - (u * n).sum(1))).mean()
+    assert torch.allclose(terms["reg"], expected_reg) and torch.allclose(terms["bpr"], expected_bpr)
