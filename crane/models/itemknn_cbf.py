@@ -1,0 +1,108 @@
+"""ItemKNN-CBF: content-only item nearest neighbours; the check that the content signal exists.
+
+score(u, i) = sum over the user's training items j among i's `knn_k` nearest content
+neighbours of cos(i, j). Similarity is the mean over the available modalities of the
+per-modality cosine, computed as the cosine of the concatenated per-modality unit vectors
+(cos([a/|a|, b/|b|], [c/|c|, d/|d|]) = (cos(a, c) + cos(b, d)) / 2 exactly), so the top-k
+search is one chunked pass over the items (crane.graphs.item_knn, cached by feature hash).
+An item is not its own neighbour. Nothing is learned: `fit()` builds the neighbour lists.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from crane import files
+from crane.graphs.item_knn import cached_neighbours
+from crane.models import register
+from crane.models.base import Recommender, TrainData
+
+HPARAMS = ("knn_k",)
+MODALITIES = ("image", "text")
+
+
+def mean_cosine_features(features: dict[str, np.ndarray]) -> np.ndarray:
+    """Rows whose cosine similarity is the mean of the per-modality cosines."""
+    parts = []
+    for matrix in features.values():
+        matrix = np.asarray(matrix, dtype=np.float32)
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        parts.append(matrix / np.maximum(norms, 1e-12))
+    return np.concatenate(parts, axis=1) / np.float32(np.sqrt(len(parts)))
+
+
+def drop_self(indices: np.ndarray, similarities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """From k + 1 neighbours per row keep k: the item itself, else the least similar one."""
+    n, width = indices.shape
+    is_self = indices == np.arange(n)[:, None]
+    # Rows where the item is not among its own neighbours (duplicate features): drop the last.
+    is_self[~is_self.any(axis=1), width - 1] = True
+    # At most one True per row after this (an index appears once per top-k row).
+    keep = ~is_self
+    return indices[keep].reshape(n, width - 1), similarities[keep].reshape(n, width - 1)
+
+
+@register("itemknn_cbf")
+class ItemKNNCBF(Recommender):
+    trainable = False
+    uses_content = True
+
+    def __init__(self, data: TrainData, hparams: dict[str, Any]):
+        super().__init__(data, hparams)
+        unknown = sorted(set(hparams) - set(HPARAMS))
+        missing = [name for name in HPARAMS if name not in hparams]
+        if unknown or missing:
+            raise ValueError(f"itemknn_cbf: unknown hyper-parameter(s) {unknown}, missing "
+                             f"{missing}; expected exactly {list(HPARAMS)} "
+                             "(config/models/itemknn_cbf.yaml)")
+        self.knn_k = int(hparams["knn_k"])
+        if not 0 < self.knn_k < self.n_items:
+            raise ValueError(f"itemknn_cbf: knn_k={self.knn_k} must be in [1, n_items - 1 = "
+                             f"{self.n_items - 1}]")
+        self.modalities = tuple(m for m in MODALITIES if m in data.features)
+        if not self.modalities:
+            raise ValueError("itemknn_cbf needs item features (image and/or text); the dataset "
+                             f"provides {sorted(data.features) or 'none'}")
+        self._data = data
+        self._train = data.train_matrix()
+        # Buffers, so that a fitted model travels in checkpoints.
+        self.register_buffer("neighbour_index",
+                             torch.zeros((self.n_items, self.knn_k), dtype=torch.int64))
+        self.register_buffer("neighbour_similarity",
+                             torch.zeros((self.n_items, self.knn_k), dtype=torch.float32))
+        self._similarity_t: sp.csr_matrix | None = None
+
+    def _content_hash(self) -> str | None:
+        hashes = [self._data.feature_hashes.get(m) for m in self.modalities]
+        if any(h is None for h in hashes):
+            return None  # cached_neighbours then hashes the combined matrix itself
+        return files.sha256_json({"itemknn_cbf_mean_cosine": dict(zip(self.modalities, hashes))})
+
+    def fit(self) -> None:
+        combined = mean_cosine_features({m: self._data.features[m] for m in self.modalities})
+        neighbours = cached_neighbours(combined, self.knn_k + 1, self._data.cache_dir,
+                                       self._content_hash(), device=self.device)
+        indices, similarities = drop_self(neighbours.indices, neighbours.similarities)
+        self.neighbour_index.copy_(torch.from_numpy(indices))
+        self.neighbour_similarity.copy_(torch.from_numpy(similarities))
+        self._similarity_t = None
+
+    def prepare_scoring(self) -> None:
+        indices = self.neighbour_index.cpu().numpy()
+        rows = np.repeat(np.arange(self.n_items), self.knn_k)
+        similarity = sp.csr_matrix(
+            (self.neighbour_similarity.cpu().numpy().ravel(), (rows, indices.ravel())),
+            shape=(self.n_items, self.n_items))
+        # score = R S^T: column i of S^T holds i's neighbours.
+        self._similarity_t = similarity.T.tocsr()
+
+    def score(self, users: torch.Tensor) -> torch.Tensor:
+        if self._similarity_t is None:
+            self.prepare_scoring()
+        rows = self._train[users.cpu().numpy()]
+        scores = (rows @ self._similarity_t).toarray()
+        return torch.from_numpy(scores.astype(np.float32, copy=False)).to(self.device)
