@@ -541,6 +541,7 @@ def train_run(*, data_dir: str | Path, feature_dirs: dict[str, str | Path] | Non
         },
         "packages": package_versions(),
         "device": describe(torch_device),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),  # which cluster job made this run
     })
     fit_and_evaluate(data, interactions, model, hparams, seed, training, run_dir=out_dir,
                      log=log, dataset=dataset)
