@@ -10,7 +10,14 @@ def run_inputs(wildcards):
     }
 
 
-RUN_RESOURCES = dict(mem_mb=16000, runtime=720)
+def run_mem_mb(wildcards, input):
+    """Memory of one training run: a floor for the interpreter and torch, plus room for the
+    features, graphs and optimiser state, which scale with the inputs (about 8x their size
+    was measured to cover Adam on trainable feature tables)."""
+    return int(max(2000, 1500 + 8 * input.size_mb))
+
+
+RUN_RESOURCES = dict(mem_mb=run_mem_mb, runtime=720)
 RUN_SHELL = (
     "{CRANE} run --dataset {wildcards.dataset} --data {params.data} {params.features}"
     " --cache {params.cache} --model {params.model} --seed {wildcards.seed}"
