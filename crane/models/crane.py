@@ -1,0 +1,468 @@
+"""CRANE: Cross-modal Recursive Attention Network with dual graph Embedding (reconstructed).
+
+Dai et al., arXiv 2601.11151. Only the paper's abstract, introduction and architecture figure
+could be read, and the authors' public code is an early prototype; so this is the
+reconstruction specified in /work/shared/docs/crane-method.md, section by section (what comes
+from the paper, the prototype/MMRec and our own design is listed in docs/crane-model.md):
+
+1. modality projection x_i^m = F_m[i] W_m + b_m (raw features frozen unless
+   `trainable_features`);
+2. user multimodal profiles p_u^m = (D_u^-1 R X^m)_u (`profile_norm: sym`: D_u^-1/2 R
+   D_i^-1/2), computed as norm R (F_m W_m + b_m), which equals the method's
+   (norm R F_m) W_m + rowsum b_m without a U x D_m matrix (docs/crane-model.md, section 2);
+3. RCA (crane.models.layers.RecursiveCrossModalAttention), the same weights for users
+   (tokens p_u^m) and items (tokens x_i^m) -> z;
+4. item-item kNN graph A_ii = a A_v + (1 - a) A_t of the raw features, s_i = (A_ii^L z)_i
+   (`item_graph_source: refined` mixes in a kNN graph of z rebuilt every `refine_every`
+   epochs);
+5. LightGCN behavioural view b with FREEDOM's degree-sensitive edge dropout in training;
+6. e_u = b_u + s_u (s_u = z_u), e_i = b_i + s_i, score = e_u . e_i;
+7. InfoNCE between b and s for the batch's distinct users and distinct positive items;
+8. loss = BPR + lambda_cl L_cl + reg_weight EmbLoss(layer-0 ID embeddings).
+`variant: prototype` is the authors' prototype (FREEDOM + 2-token multi-head attention).
+
+Efficiency: a training step computes z only for the batch's distinct users and for the items
+the batch's positive/negative items reach in A_ii^L (row gathers of the CSR graph), projecting
+the union of those items and of the users' training items once; the behavioural view
+propagates the sparse user-item graph. Loss and gradients equal those of computing everything
+(tests/models/test_crane.py checks it). Nothing N x N or U x U is ever dense.
+
+MMRec has no CRANE; the parts taken from its FREEDOM follow it (Xavier ID embeddings, 1/k
+kNN rows, edge dropout with its 1e-7 degree guard). The evaluation graph is the shared
+`symmetric_bipartite_adjacency`, which leaves MMRec's 1e-7 out of the degrees: below float32
+resolution for any node with an edge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from crane.graphs.item_knn import (KnnNeighbours, cached_neighbours, knn_mean_graph,
+                                   top_k_cosine_neighbours)
+from crane.graphs.user_item import symmetric_bipartite_adjacency
+from crane.models import register
+from crane.models.base import Recommender, TrainData, bpr_loss, emb_loss
+from crane.models.layers import (BipartiteEdges, ConcatFusion, CsrGraph,
+                                 PrototypeAttentionFusion, RecursiveCrossModalAttention,
+                                 degree_sensitive_edge_dropout, info_nce, lightgcn_propagate,
+                                 multi_hop_blocks)
+
+MODALITIES = ("image", "text")  # token order: v, t (image_weight refers to "image")
+PROTOTYPE_HEADS = 4  # the prototype's nn.MultiheadAttention(d, 4)
+
+
+@dataclass(frozen=True)
+class CraneConfig:
+    """Every hyper-parameter of CRANE (defaults live in config/models/crane.yaml)."""
+
+    embedding_size: int
+    variant: str  # crane | prototype
+    fusion: str  # rca | concat
+    rca_steps: int
+    rca_shared_weights: bool
+    rca_dropout: float
+    trainable_features: bool
+    user_profiles: bool
+    profile_norm: str  # mean | sym
+    item_graph: bool
+    knn_k: int
+    image_weight: float
+    item_graph_layers: int
+    item_graph_source: str  # raw | refined
+    refine_every: int
+    refine_lambda: float
+    n_ui_layers: int
+    edge_drop_rate: float
+    normalize_semantic: bool
+    semantic_ui_propagation: bool
+    lambda_cl: float
+    tau: float
+    reg_weight: float
+
+    @classmethod
+    def from_hparams(cls, hparams: dict[str, Any]) -> "CraneConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(hparams) - known)
+        if unknown:
+            raise ValueError(f"crane: unknown hyper-parameter(s) {unknown}; "
+                             f"known: {sorted(known)}")
+        missing = sorted(known - set(hparams))
+        if missing:
+            raise ValueError(f"crane: missing hyper-parameter(s) {missing} "
+                             "(defaults are in config/models/crane.yaml)")
+        config = cls(**{name: hparams[name] for name in known})
+        config._validate()
+        return config
+
+    def _validate(self) -> None:
+        choices = {"variant": ("crane", "prototype"), "fusion": ("rca", "concat"),
+                   "profile_norm": ("mean", "sym"), "item_graph_source": ("raw", "refined")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                _bad(name, getattr(self, name), f"one of {list(allowed)}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type == "bool" and not isinstance(value, bool):
+                _bad(f.name, value, "true or false")
+            if f.type == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+                _bad(f.name, value, "an integer")
+            if f.type == "float" and (isinstance(value, bool)
+                                      or not isinstance(value, (int, float))):
+                _bad(f.name, value, "a number")
+        minimum = {"embedding_size": 1, "rca_steps": 1, "knn_k": 1, "item_graph_layers": 1,
+                   "refine_every": 1, "n_ui_layers": 0}
+        for name, low in minimum.items():
+            if getattr(self, name) < low:
+                _bad(name, getattr(self, name), f">= {low}")
+        for name in ("image_weight", "refine_lambda"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                _bad(name, getattr(self, name), "in [0, 1]")
+        for name in ("rca_dropout", "edge_drop_rate"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                _bad(name, getattr(self, name), "in [0, 1)")
+        for name in ("lambda_cl", "reg_weight"):
+            if getattr(self, name) < 0:
+                _bad(name, getattr(self, name), ">= 0")
+        if self.tau <= 0:
+            _bad("tau", self.tau, "> 0")
+        if self.variant == "crane" and self.semantic_ui_propagation and not self.user_profiles:
+            raise ValueError("crane: semantic_ui_propagation: true would give users content "
+                             "through the graph, contradicting user_profiles: false (ID-only "
+                             "users); switch one of them")
+
+    @property
+    def uses_profiles(self) -> bool:
+        return self.variant == "crane" and self.user_profiles
+
+    @property
+    def uses_ui_propagation(self) -> bool:
+        return self.variant == "crane" and self.semantic_ui_propagation
+
+    @property
+    def uses_contrastive(self) -> bool:
+        return self.variant == "crane" and self.lambda_cl > 0
+
+
+def _bad(name: str, value: Any, expected: str) -> None:
+    raise ValueError(f"crane: hyper-parameter {name}={value!r} must be {expected}")
+
+
+@dataclass
+class _Views:
+    """Behavioural (b) and semantic (s) representations of some users and items."""
+
+    b_users: torch.Tensor
+    b_items: torch.Tensor
+    s_users: torch.Tensor | None  # None: users are ID-only
+    s_items: torch.Tensor
+
+
+@register("crane")
+class Crane(Recommender):
+    uses_content = True
+
+    def __init__(self, data: TrainData, hparams: dict[str, Any]):
+        super().__init__(data, hparams)
+        cfg = self.config = CraneConfig.from_hparams(hparams)
+        self.modalities = _modalities_of(data)
+        dim, n_mod = cfg.embedding_size, len(self.modalities)
+        train = data.train_matrix()
+        device = data.device
+
+        # ID embeddings, Xavier-initialised as in MMRec (the behavioural view's layer 0).
+        self.user_embedding = nn.Parameter(nn.init.xavier_uniform_(
+            torch.empty(data.n_users, dim, device=device)))
+        self.item_embedding = nn.Parameter(nn.init.xavier_uniform_(
+            torch.empty(data.n_items, dim, device=device)))
+
+        # 1. Raw features (frozen buffers, not checkpointed: they are inputs) and projections.
+        for m in self.modalities:
+            raw = data.feature_tensor(m)
+            if cfg.trainable_features:
+                self.register_parameter(_feature_name(m), nn.Parameter(raw.clone()))
+            else:
+                self.register_buffer(_feature_name(m), raw, persistent=False)
+        self.projections = nn.ModuleList(
+            nn.Linear(data.features[m].shape[1], dim, device=device) for m in self.modalities)
+
+        # 3. Fusion of the modality tokens.
+        if cfg.variant == "prototype":
+            self.fusion = PrototypeAttentionFusion(dim, n_mod, PROTOTYPE_HEADS)
+        elif cfg.fusion == "rca":
+            self.fusion = RecursiveCrossModalAttention(dim, n_mod, cfg.rca_steps,
+                                                       cfg.rca_shared_weights, cfg.rca_dropout)
+        else:
+            self.fusion = ConcatFusion(dim, n_mod)
+        self.fusion.to(device)
+
+        # 2. User profiles: the normalised interaction matrix (D_u^-1 R or D_u^-1/2 R D_i^-1/2).
+        if cfg.uses_profiles:
+            self._set_csr("profile_graph", _profile_matrix(train, cfg.profile_norm))
+
+        # 4. Item-item semantic graph from the raw features.
+        if cfg.item_graph:
+            self._raw_item_graph = self._build_raw_item_graph(data)
+            if cfg.item_graph_source == "refined":
+                self.register_buffer("refined_neighbours", torch.zeros(
+                    (data.n_items, cfg.knn_k), dtype=torch.int64, device=device))
+                self._refine_item_graph()
+            else:
+                self._set_csr("item_graph", self._raw_item_graph)
+
+        # 5. User-item graph: full for evaluation, edge-dropped per epoch for training.
+        self._edges = BipartiteEdges.from_matrix(train)
+        self._set_csr("ui_graph", symmetric_bipartite_adjacency(train))
+        self._train_adjacency: torch.Tensor | None = None
+        self._scoring: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    # ----------------------------------------------------------------- construction helpers
+
+    def _build_raw_item_graph(self, data: TrainData) -> sp.csr_matrix:
+        """A_ii = a A_image + (1 - a) A_text of per-modality kNN mean graphs (one: that one)."""
+        graphs = {}
+        for m in self.modalities:
+            neighbours = cached_neighbours(data.features[m], self.config.knn_k, data.cache_dir,
+                                           data.feature_hashes.get(m), device=data.device)
+            graphs[m] = knn_mean_graph(neighbours, data.n_items)
+        if len(graphs) == 1:
+            return next(iter(graphs.values())).tocsr()
+        a = self.config.image_weight
+        return (a * graphs["image"] + (1.0 - a) * graphs["text"]).tocsr()
+
+    def _set_csr(self, prefix: str, matrix: sp.spmatrix) -> None:
+        graph = CsrGraph.from_scipy(matrix, self.user_embedding.device)
+        for part in ("crow", "col", "val"):
+            self.register_buffer(f"{prefix}_{part}", getattr(graph, part), persistent=False)
+        setattr(self, f"_{prefix}_shape", graph.shape)
+
+    def _csr(self, prefix: str) -> CsrGraph:
+        return CsrGraph(getattr(self, f"{prefix}_crow"), getattr(self, f"{prefix}_col"),
+                        getattr(self, f"{prefix}_val"), getattr(self, f"_{prefix}_shape"))
+
+    def _sparse(self, prefix: str) -> torch.Tensor:
+        graph = self._csr(prefix)
+        return torch.sparse_csr_tensor(graph.crow, graph.col, graph.val, size=graph.shape)
+
+    # ----------------------------------------------------------------- refined item graph
+
+    @torch.no_grad()
+    def _refine_item_graph(self) -> None:
+        """Rebuild the kNN graph of z (eval mode, no gradient) and mix it into A_ii."""
+        was_training = self.training
+        self.eval()
+        z = self._fuse(self._item_tokens(None))
+        self.train(was_training)
+        neighbours = top_k_cosine_neighbours(z, self.config.knn_k, device=z.device)
+        self.refined_neighbours.copy_(torch.as_tensor(neighbours.indices))
+        self._mix_refined_graph()
+
+    def _mix_refined_graph(self) -> None:
+        """lambda A_raw + (1 - lambda) A_z, A_z from the `refined_neighbours` buffer (which a
+        checkpoint restores, so a loaded model scores with the graph it was trained with)."""
+        indices = self.refined_neighbours.cpu().numpy()
+        refined = knn_mean_graph(KnnNeighbours(indices, np.zeros(indices.shape, np.float32)),
+                                 self.n_items)
+        lam = self.config.refine_lambda
+        self._set_csr("item_graph", (lam * self._raw_item_graph + (1.0 - lam) * refined).tocsr())
+
+    # ----------------------------------------------------------------- representations
+
+    def _item_tokens(self, items: torch.Tensor | None) -> torch.Tensor:
+        """Projected modality tokens [x_i^1, ..., x_i^M] of `items` (None: all): (n, M d).
+
+        When a step needs most items, projecting every row beats gathering the raw feature
+        rows first (a copy of n x D floats); the rows are the same either way.
+        """
+        every = items is None or 2 * len(items) > self.n_items
+        tokens = torch.cat([projection(getattr(self, _feature_name(m)) if every
+                                       else getattr(self, _feature_name(m))[items])
+                            for m, projection in zip(self.modalities, self.projections)], dim=1)
+        return tokens if items is None or not every else tokens[items]
+
+    def _fuse(self, flat_tokens: torch.Tensor) -> torch.Tensor:
+        """z of entities given their (n, M d) tokens."""
+        n = flat_tokens.shape[0]
+        return self.fusion(flat_tokens.view(n, len(self.modalities), -1).transpose(0, 1)
+                           .contiguous())
+
+    def _behavioural(self, adjacency: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ego = torch.cat([self.user_embedding, self.item_embedding], dim=0)
+        out = lightgcn_propagate(adjacency, ego, self.config.n_ui_layers)
+        return out[:self.n_users], out[self.n_users:]
+
+    def _full_views(self, adjacency: torch.Tensor) -> _Views:
+        """Every user's and item's views (evaluation, and the reference for batch views)."""
+        cfg = self.config
+        b_users, b_items = self._behavioural(adjacency)
+        tokens = self._item_tokens(None)
+        z_items = s_items = self._fuse(tokens)
+        if cfg.item_graph:
+            graph = self._sparse("item_graph")
+            for _ in range(cfg.item_graph_layers):
+                s_items = torch.sparse.mm(graph, s_items)
+        s_users = None
+        if cfg.uses_profiles:
+            # p_u^m = (norm R X^m)_u, which equals (norm R F_m)_u W_m + rowsum_u b_m
+            s_users = self._fuse(torch.sparse.mm(self._sparse("profile_graph"), tokens))
+        if cfg.uses_ui_propagation:
+            # Option: also spread [z_U; z_I] over the user-item graph (layers 1..L_ui).
+            spread = lightgcn_propagate(adjacency, torch.cat([s_users, z_items]),
+                                        cfg.n_ui_layers, include_ego=False)
+            s_users = s_users + spread[:self.n_users]
+            s_items = s_items + spread[self.n_users:]
+        return _Views(b_users, b_items, s_users, s_items)
+
+    def _batch_views(self, adjacency: torch.Tensor, users: torch.Tensor,
+                     items: torch.Tensor) -> _Views:
+        """Views of the distinct `users` and `items` only (both sorted, unique).
+
+        z is computed for the items that `items` reach in A_ii^L, and the profile tokens of
+        `users` from the projected tokens of their training items: one projection of the
+        union of both sets.
+        """
+        cfg = self.config
+        b_users, b_items = self._behavioural(adjacency)
+        blocks = (multi_hop_blocks(self._csr("item_graph"), items, cfg.item_graph_layers)
+                  if cfg.item_graph else [])
+        graph_items = blocks[-1].columns if blocks else items
+        profiles = self._csr("profile_graph").rows(users) if cfg.uses_profiles else None
+        needed = (graph_items if profiles is None
+                  else torch.unique(torch.cat([graph_items, profiles.columns])))
+        tokens = self._item_tokens(needed)
+
+        s_items = self._fuse(tokens if profiles is None
+                             else tokens[torch.searchsorted(needed, graph_items)])
+        for block in reversed(blocks):
+            s_items = block.propagate(s_items)
+        s_users = None
+        if profiles is not None:
+            history = tokens[torch.searchsorted(needed, profiles.columns)]
+            s_users = self._fuse(profiles.propagate(history))
+        return _Views(b_users[users], b_items[items], s_users, s_items)
+
+    def _semantic(self, s: torch.Tensor | None) -> torch.Tensor | None:
+        if s is not None and self.config.normalize_semantic:
+            return nn.functional.normalize(s, dim=1)
+        return s
+
+    # ----------------------------------------------------------------- training
+
+    def start_epoch(self, epoch: int, generator: torch.Generator) -> None:
+        self._scoring = None
+        if self.config.edge_drop_rate > 0:
+            self._train_adjacency = degree_sensitive_edge_dropout(
+                self._edges, self.config.edge_drop_rate, generator, self.user_embedding.device)
+        else:
+            self._train_adjacency = self._sparse("ui_graph")
+        if self.config.item_graph and self.config.item_graph_source == "refined":
+            # A function of the epoch number alone, so that a resumed run rebuilds at the
+            # same epochs as an uninterrupted one (the buffer comes back with the checkpoint).
+            if epoch > 0 and epoch % self.config.refine_every == 0:
+                self._refine_item_graph()
+            else:
+                self._mix_refined_graph()
+
+    def loss(self, users: torch.Tensor, pos_items: torch.Tensor,
+             neg_items: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        return self._loss_terms(users, pos_items, neg_items, restrict=True)
+
+    def _loss_terms(self, users: torch.Tensor, pos_items: torch.Tensor,
+                    neg_items: torch.Tensor, restrict: bool) -> dict[str, torch.Tensor]:
+        """restrict=False computes every view in full first: the reference for tests."""
+        self._scoring = None
+        cfg = self.config
+        adjacency = (self._train_adjacency if self._train_adjacency is not None
+                     else self._sparse("ui_graph"))
+        batch_users, user_pos = torch.unique(users, return_inverse=True)
+        batch_items, item_pos = torch.unique(torch.cat([pos_items, neg_items]),
+                                             return_inverse=True)
+        if restrict and not cfg.uses_ui_propagation:
+            views = self._batch_views(adjacency, batch_users, batch_items)
+        else:
+            full = self._full_views(adjacency)
+            views = _Views(full.b_users[batch_users], full.b_items[batch_items],
+                           None if full.s_users is None else full.s_users[batch_users],
+                           full.s_items[batch_items])
+
+        s_users, s_items = self._semantic(views.s_users), self._semantic(views.s_items)
+        e_users = views.b_users if s_users is None else views.b_users + s_users
+        e_items = views.b_items + s_items
+        n_pos = len(pos_items)
+        u, p, n = e_users[user_pos], e_items[item_pos[:n_pos]], e_items[item_pos[n_pos:]]
+        terms = {"bpr": bpr_loss((u * p).sum(1), (u * n).sum(1))}
+        if cfg.reg_weight > 0:
+            terms["reg"] = cfg.reg_weight * emb_loss(
+                self.user_embedding[users], self.item_embedding[pos_items],
+                self.item_embedding[neg_items])
+        if cfg.uses_contrastive:
+            # distinct positive items: their rows among the sorted batch items
+            positives = torch.searchsorted(batch_items, torch.unique(pos_items))
+            cl = info_nce(views.b_items[positives], views.s_items[positives], cfg.tau)
+            if views.s_users is not None:
+                cl = cl + info_nce(views.b_users, views.s_users, cfg.tau)
+            terms["cl"] = cfg.lambda_cl * cl
+        return terms
+
+    # ----------------------------------------------------------------- scoring
+
+    def prepare_scoring(self) -> None:
+        if self.config.item_graph and self.config.item_graph_source == "refined":
+            self._mix_refined_graph()  # a restored checkpoint brings its own A_z
+        views = self._full_views(self._sparse("ui_graph"))
+        s_users, s_items = self._semantic(views.s_users), self._semantic(views.s_items)
+        users = views.b_users if s_users is None else views.b_users + s_users
+        self._scoring = (users, views.b_items + s_items)
+
+    def score(self, users: torch.Tensor) -> torch.Tensor:
+        if self._scoring is None:
+            with torch.no_grad():
+                self.prepare_scoring()
+        user_final, item_final = self._scoring
+        return user_final[users] @ item_final.T
+
+
+def _profile_matrix(train: sp.csr_matrix, norm: str) -> sp.csr_matrix:
+    """D_u^-1 R (mean of the user's items) or D_u^-1/2 R D_i^-1/2; users without training
+    items get an empty row (a zero profile)."""
+    user_deg = np.asarray(train.sum(axis=1)).ravel()
+    if norm == "mean":
+        matrix = sp.diags(_safe_power(user_deg, -1.0)) @ train
+    else:
+        item_deg = np.asarray(train.sum(axis=0)).ravel()
+        matrix = (sp.diags(_safe_power(user_deg, -0.5)) @ train
+                  @ sp.diags(_safe_power(item_deg, -0.5)))
+    return sp.csr_matrix(matrix, dtype=np.float32)
+
+
+def _modalities_of(data: TrainData) -> tuple[str, ...]:
+    unknown = sorted(set(data.features) - set(MODALITIES))
+    if unknown:
+        raise ValueError(f"crane: unknown feature modality {unknown}; expected "
+                         f"{list(MODALITIES)}")
+    present = tuple(m for m in MODALITIES if m in data.features)
+    if not present:
+        raise ValueError("crane needs item features ('image' and/or 'text'); "
+                         "the dataset provides none")
+    for m in present:
+        shape = np.shape(data.features[m])
+        if len(shape) != 2 or shape[0] != data.n_items:
+            raise ValueError(f"crane: {m} features have shape {shape}; expected "
+                             f"({data.n_items}, D)")
+    return present
+
+
+def _feature_name(modality: str) -> str:
+    return f"{modality}_features"
+
+
+def _safe_power(values: np.ndarray, exponent: float) -> np.ndarray:
+    out = np.zeros_like(values, dtype=np.float64)
+    nonzero = values > 0
+    out[nonzero] = values[nonzero].astype(np.float64) ** exponent
+    return out

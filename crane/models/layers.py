@@ -1,0 +1,322 @@
+"""Building blocks shared by models (skipped by model discovery: nothing here is registered).
+
+- `RecursiveCrossModalAttention`: CRANE's RCA fusion (crane-method.md section 3).
+- `ConcatFusion`: the `fusion: concat` ablation (z = [x^v, x^t] W_z).
+- `PrototypeAttentionFusion`: the authors' prototype (2-token multi-head self-attention).
+- `CsrGraph` + `RowBlock`: row gathers of a sparse graph, so that a training step propagates
+  only the rows it needs (never a dense N x N object).
+- `degree_sensitive_edge_dropout`: FREEDOM's per-epoch pruning of the user-item graph.
+- `lightgcn_propagate`, `info_nce`.
+
+All fusion modules take the modality tokens of a batch of entities as one (M, B, d) tensor
+(M = number of modalities, slice m holds modality m) and return one (B, d) vector per entity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from crane.graphs.user_item import to_torch_sparse
+
+
+# --------------------------------------------------------------------------- fusion blocks
+
+
+class RCAStep(nn.Module):
+    """One step of Recursive Cross-modal Attention (crane-method.md section 3, items 1-4).
+
+    Every modality token h^m of an entity is refined from the same joint tokens of this step
+    (all modalities are updated simultaneously, then the next step sees the new tokens):
+
+        J~  = J W_j + b_j                                  (M x d, J = stacked tokens)
+        c^m = tanh((h^m W_q^m) J~^T / sqrt(d))             (1 x M: intra- and inter-modal)
+        a^m = ReLU(h^m W_a^m + (c^m J~) W_c^m)             (1 x d)
+        h^m <- h^m + Dropout(a^m W_o^m)                    (residual refinement)
+
+    Biases only where the method writes them (b_j); the modality projections before RCA
+    carry their own biases. Tokens are laid out (M, B, d) so that each per-modality weight
+    is one (B x d) @ (d x d) product over the whole batch; W_q^m and W_a^m share one product.
+    """
+
+    def __init__(self, dim: int, n_modalities: int, dropout: float):
+        super().__init__()
+        self.dim = dim
+        self.joint = nn.Linear(dim, dim)  # W_j, b_j: the joint latent space
+        self.query_self = _per_modality_weight(n_modalities, dim, 2 * dim)  # [W_q^m | W_a^m]
+        self.context_proj = _per_modality_weight(n_modalities, dim, dim)  # W_c^m
+        self.out_proj = _per_modality_weight(n_modalities, dim, dim)  # W_o^m
+        self.dropout = nn.Dropout(dropout)
+        self.scale = dim ** -0.5
+
+    def _parts(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        joint = self.joint(tokens)  # (M, B, d)
+        query, self_term = torch.bmm(tokens, self.query_self).split(self.dim, dim=-1)
+        # corr[m, k, b] = tanh(<q^m_b, J~^k_b> / sqrt(d)): M x M per entity, never across entities
+        corr = torch.tanh((query.unsqueeze(1) * joint.unsqueeze(0)).sum(-1) * self.scale)
+        return joint, self_term, corr
+
+    def correlations(self, tokens: torch.Tensor) -> torch.Tensor:
+        """c^m of every entity: (B, M, M), row m holds modality m's affinities."""
+        return self._parts(tokens)[2].permute(2, 0, 1)
+
+    def attended(self, tokens: torch.Tensor) -> torch.Tensor:
+        """a^m W_o^m, the residual branch before dropout: (M, B, d)."""
+        joint, self_term, corr = self._parts(tokens)
+        context = (corr.unsqueeze(-1) * joint.unsqueeze(0)).sum(1)  # c^m J~: (M, B, d)
+        attended = F.relu(self_term + torch.bmm(context, self.context_proj))
+        return torch.bmm(attended, self.out_proj)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens + self.dropout(self.attended(tokens))
+
+
+class RecursiveCrossModalAttention(nn.Module):
+    """R steps of `RCAStep` (own weights per step, or one shared step), then z = [h^1..h^M] W_z.
+
+    Input: (M, B, d) modality tokens. With one modality the joint space holds a single token
+    and c is the 1 x 1 intra-modal affinity: the block still refines that token recursively
+    (no inter-modal term exists).
+    """
+
+    def __init__(self, dim: int, n_modalities: int, steps: int, shared_weights: bool,
+                 dropout: float):
+        super().__init__()
+        if steps < 1:
+            raise ValueError(f"rca_steps must be >= 1, got {steps}")
+        self.n_steps = steps
+        self.shared_weights = shared_weights
+        n_blocks = 1 if shared_weights else steps
+        self.steps = nn.ModuleList(RCAStep(dim, n_modalities, dropout) for _ in range(n_blocks))
+        self.output = nn.Linear(n_modalities * dim, dim, bias=False)  # W_z
+
+    def refine(self, tokens: torch.Tensor) -> torch.Tensor:
+        for r in range(self.n_steps):
+            tokens = self.steps[0 if self.shared_weights else r](tokens)
+        return tokens
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.output(_concat_tokens(self.refine(tokens)))
+
+
+class ConcatFusion(nn.Module):
+    """w/o RCA: z = [x^1, ..., x^M] W_z."""
+
+    def __init__(self, dim: int, n_modalities: int):
+        super().__init__()
+        self.output = nn.Linear(n_modalities * dim, dim, bias=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.output(_concat_tokens(tokens))
+
+
+class PrototypeAttentionFusion(nn.Module):
+    """The authors' prototype: one more Linear d -> d per modality, the M tokens through
+    multi-head self-attention, mean over the tokens.
+
+    Attention runs over each item's own modality tokens (a sequence of length M), not across
+    items.
+    """
+
+    def __init__(self, dim: int, n_modalities: int, heads: int):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"embedding_size {dim} is not divisible by {heads} attention heads")
+        self.token_proj = nn.ModuleList(nn.Linear(dim, dim) for _ in range(n_modalities))
+        self.attention = nn.MultiheadAttention(dim, heads, batch_first=True)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        seq = torch.stack([proj(tokens[m]) for m, proj in enumerate(self.token_proj)], dim=1)
+        attended, _ = self.attention(seq, seq, seq, need_weights=False)
+        return attended.mean(dim=1)
+
+
+def _concat_tokens(tokens: torch.Tensor) -> torch.Tensor:
+    """(M, B, d) -> (B, M d): the concatenation [h^1, ..., h^M] of every entity."""
+    return tokens.transpose(0, 1).reshape(tokens.shape[1], -1)
+
+
+def _per_modality_weight(n_modalities: int, fan_in: int, fan_out: int) -> nn.Parameter:
+    """(M, fan_in, fan_out) right-multiplied weights, initialised as nn.Linear's."""
+    bound = fan_in ** -0.5
+    return nn.Parameter(torch.empty(n_modalities, fan_in, fan_out).uniform_(-bound, bound))
+
+
+# --------------------------------------------------------------------------- sparse row gathers
+
+
+@dataclass(frozen=True)
+class RowBlock:
+    """The nonzeros of some rows of a sparse matrix, with their columns renumbered densely.
+
+    `columns` are the distinct original column ids the rows reach (sorted); entry e of the
+    block sits in output row `entry_row[e]`, reads `columns[entry_col[e]]` with `values[e]`.
+    """
+
+    n_rows: int
+    columns: torch.Tensor
+    entry_row: torch.Tensor
+    entry_col: torch.Tensor
+    values: torch.Tensor
+
+    def propagate(self, column_values: torch.Tensor) -> torch.Tensor:
+        """(rows of the matrix) @ X, given X only at `columns`: (n_rows, d)."""
+        weighted = column_values[self.entry_col] * self.values.unsqueeze(1)
+        out = column_values.new_zeros((self.n_rows, column_values.shape[1]))
+        return out.index_add(0, self.entry_row, weighted)
+
+
+@dataclass(frozen=True)
+class CsrGraph:
+    """A sparse matrix held as CSR arrays (torch, on the model's device)."""
+
+    crow: torch.Tensor
+    col: torch.Tensor
+    val: torch.Tensor
+    shape: tuple[int, int]
+
+    @classmethod
+    def from_scipy(cls, matrix: sp.spmatrix, device: torch.device | str = "cpu") -> "CsrGraph":
+        csr = sp.csr_matrix(matrix)
+        csr.sort_indices()
+        return cls(torch.as_tensor(csr.indptr.astype(np.int64), device=device),
+                   torch.as_tensor(csr.indices.astype(np.int64), device=device),
+                   torch.as_tensor(csr.data.astype(np.float32), device=device),
+                   tuple(csr.shape))
+
+    def rows(self, rows: torch.Tensor) -> RowBlock:
+        """Gather `rows` (cost linear in their nonzeros, plus a sort of those)."""
+        starts = self.crow[rows]
+        counts = self.crow[rows + 1] - starts
+        entry_row = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), counts)
+        first_entry = torch.cumsum(counts, 0) - counts
+        position = (starts - first_entry)[entry_row] + torch.arange(len(entry_row),
+                                                                      device=rows.device)
+        columns, entry_col = torch.unique(self.col[position], return_inverse=True)
+        return RowBlock(len(rows), columns, entry_row, entry_col, self.val[position])
+
+
+def multi_hop_blocks(graph: CsrGraph, targets: torch.Tensor, hops: int) -> list[RowBlock]:
+    """Row blocks for (graph^hops)[targets] @ X: block l maps hop l+1's columns to hop l's.
+
+    Evaluate as: v = X[blocks[-1].columns]; for block in reversed(blocks): v = block.propagate(v).
+    """
+    blocks, rows = [], targets
+    for _ in range(hops):
+        block = graph.rows(rows)
+        blocks.append(block)
+        rows = block.columns
+    return blocks
+
+
+# --------------------------------------------------------------------------- user-item graph
+
+
+def lightgcn_propagate(adjacency: torch.Tensor, ego: torch.Tensor, n_layers: int,
+                       include_ego: bool = True) -> torch.Tensor:
+    """Mean over LightGCN layers (0..L, or 1..L without the ego layer) of A^l ego."""
+    layers = [ego] if include_ego else []
+    current = ego
+    for _ in range(n_layers):
+        current = torch.sparse.mm(adjacency, current)
+        layers.append(current)
+    return torch.stack(layers, dim=0).mean(dim=0)
+
+
+@dataclass(frozen=True)
+class BipartiteEdges:
+    """Training edges (u, i) of the user-item graph and FREEDOM's 1/sqrt(deg u deg i) weights."""
+
+    user: torch.Tensor  # (E,) int64, CPU
+    item: torch.Tensor
+    weight: torch.Tensor  # (E,) float32: sampling weights of the degree-sensitive dropout
+    n_users: int
+    n_items: int
+
+    @classmethod
+    def from_matrix(cls, train: sp.csr_matrix) -> "BipartiteEdges":
+        coo = train.tocoo()
+        user = torch.as_tensor(coo.row.astype(np.int64))
+        item = torch.as_tensor(coo.col.astype(np.int64))
+        return cls(user, item, _edge_norm(user, item, *train.shape), *train.shape)
+
+
+def _edge_norm(user: torch.Tensor, item: torch.Tensor, n_users: int, n_items: int) -> torch.Tensor:
+    """1 / sqrt(deg(u) deg(i)) of every edge (with FREEDOM's 1e-7 guard on the degrees)."""
+    user_deg = torch.bincount(user, minlength=n_users).float() + 1e-7
+    item_deg = torch.bincount(item, minlength=n_items).float() + 1e-7
+    return user_deg[user].rsqrt() * item_deg[item].rsqrt()
+
+
+def degree_sensitive_edge_dropout(edges: BipartiteEdges, drop_rate: float,
+                                  generator: torch.Generator,
+                                  device: torch.device | str = "cpu") -> torch.Tensor:
+    """FREEDOM's pruned graph: keep int(E (1 - rate)) edges sampled without replacement with
+    probability proportional to 1/sqrt(deg u deg i), renormalise D^-1/2 A D^-1/2 on the
+    kept edges; returns the symmetric (U+N) x (U+N) adjacency as a torch sparse CSR tensor."""
+    n_keep = int(len(edges.weight) * (1.0 - drop_rate))
+    kept = torch.multinomial(edges.weight, n_keep, replacement=False, generator=generator)
+    user, item = edges.user[kept], edges.item[kept]
+    values = _edge_norm(user, item, edges.n_users, edges.n_items).numpy()
+    n_nodes = edges.n_users + edges.n_items
+    rows = np.concatenate([user.numpy(), item.numpy() + edges.n_users])
+    cols = np.concatenate([item.numpy() + edges.n_users, user.numpy()])
+    adjacency = sp.csr_matrix((np.concatenate([values, values]), (rows, cols)),
+                              shape=(n_nodes, n_nodes))
+    return to_torch_sparse(adjacency, device)
+
+
+# --------------------------------------------------------------------------- contrastive loss
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, tau: float) -> torch.Tensor:
+    """Symmetric InfoNCE of paired rows (a_j, b_j), cosine similarity / tau, averaged over
+    both directions (a -> b and b -> a). The logits are len(a) x len(a): batch-sized."""
+    a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
+    if 2.0 / tau <= _MAX_SHIFTED_EXPONENT:
+        return _SharedExpInfoNCE.apply(a, b, tau)
+    logits = a @ b.T / tau
+    positive = logits.diagonal()
+    a_to_b = (torch.logsumexp(logits, dim=1) - positive).mean()
+    b_to_a = (torch.logsumexp(logits, dim=0) - positive).mean()
+    return 0.5 * (a_to_b + b_to_a)
+
+
+# Cosine logits lie in [-1/tau, 1/tau]: exp(logit - 1/tau) >= exp(-2/tau) stays a normal
+# float32 (> 1.2e-38) while 2/tau <= 80, so one shifted exponential serves the row and the
+# column log-sum-exps alike (smaller tau falls back to torch.logsumexp).
+_MAX_SHIFTED_EXPONENT = 80.0
+
+
+class _SharedExpInfoNCE(torch.autograd.Function):
+    """Symmetric InfoNCE of unit rows with one n x n exponential shared by both directions
+    and a hand-written backward: the contrastive term of a 2048-row batch is otherwise a third
+    of a CRANE training step on CPU."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor, tau: float) -> torch.Tensor:
+        n = a.shape[0]
+        shift = 1.0 / tau
+        exp = torch.mm(a, b.T).mul_(shift).sub_(shift).exp_()  # exp(logits - 1/tau)
+        row_sum, col_sum = exp.sum(dim=1), exp.sum(dim=0)
+        positive = (a * b).sum(dim=1) * shift - shift
+        loss = 0.5 * ((row_sum.log() - positive).sum() + (col_sum.log() - positive).sum()) / n
+        ctx.save_for_backward(a, b, exp, row_sum, col_sum)
+        ctx.tau = tau
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        a, b, exp, row_sum, col_sum = ctx.saved_tensors
+        scale = grad_output / (2.0 * a.shape[0] * ctx.tau)
+        # d loss / d logits = (softmax_rows + softmax_cols) / 2n - I / n (exp stays intact
+        # for a backward with retain_graph)
+        grad = (exp / row_sum.unsqueeze(1)).add_(exp / col_sum.unsqueeze(0))
+        grad.diagonal().sub_(2.0)
+        grad.mul_(scale)
+        return grad @ b, grad.T @ a, None
