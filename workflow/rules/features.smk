@@ -52,7 +52,7 @@ rule features:
         mem_mb=8000,
         runtime=240,
     shell:
-        "{CRANE} features --data {params.data} --raw {params.raw} --modality {wildcards.modality}"
+        "OMP_NUM_THREADS={threads} {CRANE} features --data {params.data} --raw {params.raw} --modality {wildcards.modality}"
         " --encoder {wildcards.encoder} --spec {params.spec} --out {params.out} --device {DEVICE}"
         " > {log} 2>&1"
 
@@ -75,4 +75,4 @@ rule graphs:
         mem_mb=8000,
         runtime=60,
     shell:
-        "{CRANE} graphs {params.features} --k 10 --out {params.out} --index {output} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {CRANE} graphs {params.features} --k 10 --out {params.out} --index {output} > {log} 2>&1"

@@ -18,8 +18,10 @@ def run_mem_mb(wildcards, input):
 
 
 RUN_RESOURCES = dict(mem_mb=run_mem_mb, runtime=720)
+# torch uses as many threads as the job was given: two jobs with two threads each on two
+# cores spin against each other (measured 3-5x slower epochs on the demo).
 RUN_SHELL = (
-    "{CRANE} run --dataset {wildcards.dataset} --data {params.data} {params.features}"
+    "OMP_NUM_THREADS={threads} {CRANE} run --dataset {wildcards.dataset} --data {params.data} {params.features}"
     " --cache {params.cache} --model {params.model} --seed {wildcards.seed}"
     " --training {params.training} --device {DEVICE} {params.hparams} --out {params.out}"
     " > {log} 2>&1"
