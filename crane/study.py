@@ -16,12 +16,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from crane.config import REPO_ROOT, ConfigError, load_yaml
+from crane.config import REPO_ROOT, ConfigError
 from crane import layout, tuning
 from crane.tuning import hp_hash
 
-# Keys of config/models/<model>.yaml that describe the study, not a training run.
-STUDY_KEYS = {"description", "defaults", "grid", "ablations", "sensitivity"}
 # Image encoders that read the item's image file (the others read precomputed vectors).
 IMAGE_FILE_ENCODERS = {"open_clip", "color_histogram"}
 
@@ -38,22 +36,19 @@ class ModelSpec:
 
     @classmethod
     def load(cls, name: str, models_dir: Path, overrides: dict[str, Any] | None = None) -> "ModelSpec":
-        path = models_dir / f"{name}.yaml"
-        if not path.exists():
-            raise ConfigError(f"no hyper-parameter file for model {name!r}: {path}")
-        raw = load_yaml(path)
-        unknown = set(raw) - STUDY_KEYS
+        try:
+            raw = tuning.load_model_config(name, models_dir)
+        except (FileNotFoundError, ValueError) as error:
+            raise ConfigError(str(error)) from None
+        unknown = set(raw) - tuning.MODEL_FILE_KEYS
         if unknown:
-            raise ConfigError(f"{path}: unknown top-level key(s) {sorted(unknown)}; "
-                              f"expected {sorted(STUDY_KEYS)}")
-        grid = raw.get("grid") or {}
-        for key, values in grid.items():
-            if not isinstance(values, list) or not values:
-                raise ConfigError(f"{path}: grid.{key} must be a non-empty list")
-        defaults = {**(raw.get("defaults") or {}), **(overrides or {})}
+            raise ConfigError(f"{models_dir / (name + '.yaml')}: unknown top-level key(s) "
+                              f"{sorted(unknown)}; expected {sorted(tuning.MODEL_FILE_KEYS)}")
+        overrides = overrides or {}
         # A study override fixes a key, so it leaves the grid.
-        grid = {k: v for k, v in grid.items() if k not in (overrides or {})}
-        return cls(name, defaults, grid, raw.get("ablations") or {}, raw.get("sensitivity") or {})
+        grid = {k: v for k, v in raw["grid"].items() if k not in overrides}
+        return cls(name, {**raw["defaults"], **overrides}, grid, raw.get("ablations") or {},
+                   raw.get("sensitivity") or {})
 
     def grid_points(self) -> list[dict[str, Any]]:
         """Cartesian product of the grid over the defaults, in file order; [defaults] if none."""

@@ -17,6 +17,7 @@ import yaml
 from crane import files
 
 DEFAULT_CONFIG_DIR = Path("config/models")
+MODEL_FILE_KEYS = {"description", "defaults", "grid", "ablations", "sensitivity"}
 
 
 def load_model_config(model: str, config_dir: str | Path = DEFAULT_CONFIG_DIR) -> dict[str, Any]:
