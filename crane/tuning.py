@@ -46,6 +46,12 @@ def load_model_config(model: str, config_dir: str | Path = DEFAULT_CONFIG_DIR) -
     return {**raw, "defaults": dict(defaults), "grid": {k: list(v) for k, v in grid.items()}}
 
 
+def default_hparams(model: str, config_dir: str | Path = DEFAULT_CONFIG_DIR,
+                    **overrides: Any) -> dict[str, Any]:
+    """The model's full default point from its file, with `overrides` on top."""
+    return {**load_model_config(model, config_dir)["defaults"], **overrides}
+
+
 def grid_points(model_cfg: dict[str, dict]) -> list[dict[str, Any]]:
     """Cartesian product over the grid keys (in file order) merged over the defaults."""
     defaults = dict(model_cfg.get("defaults") or {})

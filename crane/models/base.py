@@ -69,9 +69,15 @@ class Recommender(nn.Module):
     required_modalities: ClassVar[tuple[str, ...]] = ()
     # True when the model uses whatever modalities the dataset provides (at least one).
     uses_content: ClassVar[bool] = False
+    # Exactly the hyper-parameters the model reads (config/models/<name>.yaml `defaults`):
+    # an unknown or missing key is an error naming the model, never a silent default.
+    # None: the subclass checks for itself (test doubles).
+    hparam_names: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, data: TrainData, hparams: dict[str, Any]):
         super().__init__()
+        if self.hparam_names is not None:
+            check_hparams(self.name or type(self).__name__.lower(), hparams, self.hparam_names)
         self.n_users = data.n_users
         self.n_items = data.n_items
         self.hparams = dict(hparams)
@@ -94,6 +100,17 @@ class Recommender(nn.Module):
 
     def fit(self) -> None:
         """For non-trainable models: compute the model from the training data once."""
+
+
+def check_hparams(model: str, hparams: dict[str, Any], names: tuple[str, ...]) -> None:
+    """Trainer keys (learning_rate, ...) are split off before a model sees its hparams."""
+    unknown = sorted(set(hparams) - set(names))
+    missing = [name for name in names if name not in hparams]
+    problems = ([f"unknown hyper-parameter(s) {unknown}"] if unknown else []) + \
+               ([f"missing hyper-parameter(s) {missing}"] if missing else [])
+    if problems:
+        raise ValueError(f"{model}: {'; '.join(problems)}; expected exactly {list(names)} "
+                         f"(config/models/{model}.yaml)")
 
 
 def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:

@@ -36,21 +36,6 @@ MODALITIES = ("image", "text")
 HPARAM_KEYS = ("embedding_size", "n_layers", "reg_weight", "cl_weight", "dropout")
 
 
-def read_hparams(model: str, hparams: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
-    """The model's keys from `hparams`; unknown or missing keys are errors naming the model.
-
-    Trainer keys (learning_rate, lr_scheduler, ...) are split off by the trainer beforehand.
-    """
-    unknown = sorted(set(hparams) - set(keys))
-    if unknown:
-        raise ValueError(f"{model}: unknown hyper-parameter(s) {unknown}; "
-                         f"known: {', '.join(keys)} (see config/models/{model}.yaml)")
-    missing = [key for key in keys if key not in hparams]
-    if missing:
-        raise ValueError(f"{model}: missing hyper-parameter(s) {missing} "
-                         f"(see config/models/{model}.yaml)")
-    return {key: hparams[key] for key in keys}
-
 
 def available_modalities(model: str, data: TrainData) -> list[str]:
     """The modalities of `data` this model uses; at least one, rows aligned with items."""
@@ -76,12 +61,13 @@ def light_propagation(adjacency: torch.Tensor, ego: torch.Tensor, n_layers: int)
 
 @register("bm3")
 class BM3(Recommender):
+    hparam_names = HPARAM_KEYS
     uses_negatives = False
     uses_content = True
 
     def __init__(self, data: TrainData, hparams: dict[str, Any]):
         super().__init__(data, hparams)
-        hp = read_hparams("bm3", hparams, HPARAM_KEYS)
+        hp = hparams  # checked against hparam_names by Recommender.__init__
         size = int(hp["embedding_size"])
         self.n_layers = int(hp["n_layers"])
         self.reg_weight = float(hp["reg_weight"])

@@ -13,10 +13,11 @@ from crane.models.base import Recommender, TrainData, bpr_loss, emb_loss
 
 @register("bpr")
 class BPR(Recommender):
+    hparam_names = ("embedding_size", "reg_weight")
     def __init__(self, data: TrainData, hparams: dict[str, Any]):
         super().__init__(data, hparams)
-        size = int(hparams.get("embedding_size", 64))
-        self.reg_weight = float(hparams.get("reg_weight", 1e-4))
+        size = int(hparams["embedding_size"])
+        self.reg_weight = float(hparams["reg_weight"])
         self.user_embedding = nn.Embedding(self.n_users, size)
         self.item_embedding = nn.Embedding(self.n_items, size)
         nn.init.xavier_normal_(self.user_embedding.weight)

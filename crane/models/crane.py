@@ -166,6 +166,7 @@ class _Views:
 @register("crane")
 class Crane(Recommender):
     uses_content = True
+    hparam_names = tuple(f.name for f in fields(CraneConfig))
 
     def __init__(self, data: TrainData, hparams: dict[str, Any]):
         super().__init__(data, hparams)

@@ -58,17 +58,6 @@ HPARAMS = ("embedding_size", "feat_embed_dim", "knn_k", "mm_image_weight", "n_mm
 MODALITIES = ("image", "text")
 
 
-def _checked_hparams(model: str, hparams: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
-    unknown = sorted(set(hparams) - set(names))
-    missing = [name for name in names if name not in hparams]
-    if unknown or missing:
-        raise ValueError(f"{model}: unknown hyper-parameter(s) {unknown}, missing {missing}; "
-                         f"expected exactly {list(names)} (config/models/{model}.yaml)")
-    if not isinstance(hparams["train_features"], bool):
-        raise ValueError(f"{model}: train_features must be true or false, "
-                         f"got {hparams['train_features']!r}")
-    return hparams
-
 
 class _ConstantSparseMM(torch.autograd.Function):
     """matrix @ dense, backward transpose @ grad with the transpose given up front.
@@ -133,11 +122,12 @@ def item_item_graph(data: TrainData, modalities: tuple[str, ...], knn_k: int,
 
 @register("freedom")
 class FREEDOM(Recommender):
+    hparam_names = HPARAMS
     uses_content = True
 
     def __init__(self, data: TrainData, hparams: dict[str, Any]):
         super().__init__(data, hparams)
-        hp = _checked_hparams("freedom", hparams, HPARAMS)
+        hp = hparams  # checked against hparam_names by Recommender.__init__
         size = int(hp["embedding_size"])
         if int(hp["feat_embed_dim"]) != size:
             raise ValueError(f"freedom: feat_embed_dim ({hp['feat_embed_dim']}) must equal "

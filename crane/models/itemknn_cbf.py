@@ -50,15 +50,10 @@ def drop_self(indices: np.ndarray, similarities: np.ndarray) -> tuple[np.ndarray
 class ItemKNNCBF(Recommender):
     trainable = False
     uses_content = True
+    hparam_names = HPARAMS
 
     def __init__(self, data: TrainData, hparams: dict[str, Any]):
         super().__init__(data, hparams)
-        unknown = sorted(set(hparams) - set(HPARAMS))
-        missing = [name for name in HPARAMS if name not in hparams]
-        if unknown or missing:
-            raise ValueError(f"itemknn_cbf: unknown hyper-parameter(s) {unknown}, missing "
-                             f"{missing}; expected exactly {list(HPARAMS)} "
-                             "(config/models/itemknn_cbf.yaml)")
         self.knn_k = int(hparams["knn_k"])
         if not 0 < self.knn_k < self.n_items:
             raise ValueError(f"itemknn_cbf: knn_k={self.knn_k} must be in [1, n_items - 1 = "

@@ -63,17 +63,6 @@ HPARAMS = ("embedding_size", "feat_embed_dim", "knn_k", "lambda_coeff", "n_layer
 MODALITIES = ("image", "text")  # MMRec's modal_weight order
 
 
-def _checked_hparams(model: str, hparams: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
-    unknown = sorted(set(hparams) - set(names))
-    missing = [name for name in names if name not in hparams]
-    if unknown or missing:
-        raise ValueError(f"{model}: unknown hyper-parameter(s) {unknown}, missing {missing}; "
-                         f"expected exactly {list(names)} (config/models/{model}.yaml)")
-    if not isinstance(hparams["train_features"], bool):
-        raise ValueError(f"{model}: train_features must be true or false, "
-                         f"got {hparams['train_features']!r}")
-    return hparams
-
 
 def row_normalised_adjacency_with_self_loops(train: sp.csr_matrix) -> sp.csr_matrix:
     """MMRec LATTICE's user-item matrix: D^-1 (A + I), A = [[0, R], [R^T, 0]]."""
@@ -123,11 +112,12 @@ class _OriginalGraph:
 
 @register("lattice")
 class LATTICE(Recommender):
+    hparam_names = HPARAMS
     uses_content = True
 
     def __init__(self, data: TrainData, hparams: dict[str, Any]):
         super().__init__(data, hparams)
-        hp = _checked_hparams("lattice", hparams, HPARAMS)
+        hp = hparams  # checked against hparam_names by Recommender.__init__
         size = int(hp["embedding_size"])
         self.knn_k = int(hp["knn_k"])
         self.lambda_coeff = float(hp["lambda_coeff"])

@@ -41,7 +41,7 @@ from torch import nn
 from crane.graphs.user_item import symmetric_bipartite_adjacency, to_torch_sparse
 from crane.models import register
 from crane.models.base import Recommender, TrainData, emb_loss
-from crane.models.bm3 import available_modalities, light_propagation, read_hparams
+from crane.models.bm3 import available_modalities, light_propagation
 
 HPARAM_KEYS = ("embedding_size", "feat_embed_dim", "n_ui_layers", "n_mm_layers",
                "n_hyper_layer", "hyper_num", "keep_rate", "alpha", "cl_weight", "reg_weight")
@@ -94,11 +94,12 @@ def hyper_contrast(anchor: torch.Tensor, positive: torch.Tensor, memberships: to
 
 @register("lgmrec")
 class LGMRec(Recommender):
+    hparam_names = HPARAM_KEYS
     uses_content = True
 
     def __init__(self, data: TrainData, hparams: dict[str, Any]):
         super().__init__(data, hparams)
-        hp = read_hparams("lgmrec", hparams, HPARAM_KEYS)
+        hp = hparams  # checked against hparam_names by Recommender.__init__
         size = int(hp["embedding_size"])
         feature_size = int(hp["feat_embed_dim"])
         if feature_size != size:

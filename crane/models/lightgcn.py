@@ -91,13 +91,14 @@ class _BipartiteStep(torch.autograd.Function):
 
 @register("lightgcn")
 class LightGCN(Recommender):
+    hparam_names = ("embedding_size", "n_layers", "reg_weight")
     def __init__(self, data: TrainData, hparams: dict[str, Any]):
         super().__init__(data, hparams)
-        size = int(hparams.get("embedding_size", 64))
-        self.n_layers = int(hparams.get("n_layers", 2))
+        size = int(hparams["embedding_size"])
+        self.n_layers = int(hparams["n_layers"])
         if self.n_layers < 0:
             raise ValueError(f"lightgcn: n_layers must be >= 0, got {self.n_layers}")
-        self.reg_weight = float(hparams.get("reg_weight", 1e-4))
+        self.reg_weight = float(hparams["reg_weight"])
         self.user_embedding = nn.Embedding(self.n_users, size)
         self.item_embedding = nn.Embedding(self.n_items, size)
         # MMRec's LightGCN draws its tables with xavier_uniform_ (its BPR uses xavier_normal_)

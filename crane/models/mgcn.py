@@ -40,7 +40,7 @@ from crane.graphs.item_knn import cached_neighbours, knn_weighted_graph
 from crane.graphs.user_item import symmetric_bipartite_adjacency, to_torch_sparse
 from crane.models import register
 from crane.models.base import Recommender, TrainData
-from crane.models.bm3 import available_modalities, light_propagation, read_hparams
+from crane.models.bm3 import available_modalities, light_propagation
 
 HPARAM_KEYS = ("embedding_size", "n_ui_layers", "n_layers", "knn_k", "reg_weight", "cl_loss")
 INFONCE_TEMPERATURE = 0.2  # fixed in MMRec
@@ -59,11 +59,12 @@ def gate(size: int, device: torch.device) -> nn.Sequential:
 
 @register("mgcn")
 class MGCN(Recommender):
+    hparam_names = HPARAM_KEYS
     uses_content = True
 
     def __init__(self, data: TrainData, hparams: dict[str, Any]):
         super().__init__(data, hparams)
-        hp = read_hparams("mgcn", hparams, HPARAM_KEYS)
+        hp = hparams  # checked against hparam_names by Recommender.__init__
         size = int(hp["embedding_size"])
         self.n_ui_layers = int(hp["n_ui_layers"])
         self.n_item_layers = int(hp["n_layers"])

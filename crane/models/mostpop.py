@@ -13,6 +13,7 @@ from crane.models.base import Recommender, TrainData
 
 @register("mostpop")
 class MostPop(Recommender):
+    hparam_names = ()  # nothing to tune: any key is a mistake
     trainable = False
 
     def __init__(self, data: TrainData, hparams: dict[str, Any]):

@@ -53,22 +53,15 @@ class ReusedRowGather:
         return torch.index_select(table, 0, index, out=buffer[:n])
 
 
-def _checked_hparams(model: str, hparams: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
-    unknown = sorted(set(hparams) - set(names))
-    missing = [name for name in names if name not in hparams]
-    if unknown or missing:
-        raise ValueError(f"{model}: unknown hyper-parameter(s) {unknown}, missing {missing}; "
-                         f"expected exactly {list(names)} (config/models/{model}.yaml)")
-    return hparams
-
 
 @register("vbpr")
 class VBPR(Recommender):
+    hparam_names = HPARAMS
     uses_content = True
 
     def __init__(self, data: TrainData, hparams: dict[str, Any]):
         super().__init__(data, hparams)
-        hp = _checked_hparams("vbpr", hparams, HPARAMS)
+        hp = hparams  # checked against hparam_names by Recommender.__init__
         size = int(hp["embedding_size"])
         self.reg_weight = float(hp["reg_weight"])
         modalities = [m for m in CONTENT_ORDER if m in data.features]

@@ -9,6 +9,7 @@ from crane import files
 from crane.data.processed import TEST, TRAIN, VALID
 from crane.models import available
 from crane.train import build_model, load_train_data
+from crane.tuning import default_hparams as defaults
 
 
 def test_models_are_registered():
@@ -27,7 +28,7 @@ def test_train_data_holds_only_training_pairs(processed_dir, clustered):
 
 def test_lightgcn_graph_is_the_training_matrix(processed_dir):
     data, inter = load_train_data(processed_dir, {}, "cpu", None)
-    model = build_model("lightgcn", data, {"n_layers": 2})
+    model = build_model("lightgcn", data, defaults("lightgcn", n_layers=2))
     adjacency = sp.bmat([[None, model.propagation.user_item],
                          [model.propagation.item_user, None]], format="csr")
     train = inter.csr(TRAIN)
@@ -45,7 +46,7 @@ def test_lightgcn_graph_is_the_training_matrix(processed_dir):
 
 def test_lightgcn_gradient_matches_dense_autograd(processed_dir):
     data, _ = load_train_data(processed_dir, {}, "cpu", None)
-    model = build_model("lightgcn", data, {"n_layers": 2, "reg_weight": 0.0})
+    model = build_model("lightgcn", data, defaults("lightgcn", n_layers=2, reg_weight=0.0))
     users, pos, neg = torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5]), torch.tensor([6, 7, 8])
     model.loss(users, pos, neg)["bpr"].backward()
     fast = model.user_embedding.weight.grad.clone()
@@ -88,7 +89,7 @@ def test_lightgcn_torch_backend_equals_scipy_backend(processed_dir, threads):
 @pytest.mark.parametrize("name", ["mostpop", "bpr", "lightgcn"])
 def test_scoring_all_users_at_once_equals_one_by_one(processed_dir, name):
     data, _ = load_train_data(processed_dir, {}, "cpu", None)
-    model = build_model(name, data, {})
+    model = build_model(name, data, defaults(name))
     model.fit()
     model.eval()
     with torch.no_grad():
@@ -119,7 +120,7 @@ def test_features_are_read_with_their_manifest_hash(tmp_path, processed_dir, clu
 
 def test_bpr_loss_terms_follow_mmrec(processed_dir):
     data, _ = load_train_data(processed_dir, {}, "cpu", None)
-    model = build_model("bpr", data, {"reg_weight": 0.5})
+    model = build_model("bpr", data, defaults("bpr", reg_weight=0.5))
     users, pos, neg = torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([4, 5])
     terms = model.loss(users, pos, neg)
     u, p, n = (model.user_embedding.weight[users], model.item_embedding.weight[pos],
@@ -127,3 +128,13 @@ def test_bpr_loss_terms_follow_mmrec(processed_dir):
     expected_reg = 0.5 * (u.norm() + p.norm() + n.norm()) / 2
     expected_bpr = -torch.log(1e-10 + torch.sigmoid((u * p).sum(1) - (u * n).sum(1))).mean()
     assert torch.allclose(terms["reg"], expected_reg) and torch.allclose(terms["bpr"], expected_bpr)
+
+
+@pytest.mark.parametrize("model, hparams, named", [
+    ("mostpop", {"no_such_hparam": 1}, r"mostpop: unknown hyper-parameter\(s\) \['no_such_hparam'\]"),
+    ("bpr", {"embedding_size": 8}, r"bpr: missing hyper-parameter\(s\) \['reg_weight'\]"),
+])
+def test_every_model_rejects_unknown_and_missing_hyper_parameters(processed_dir, model, hparams, named):
+    data, _ = load_train_data(processed_dir, None, "cpu", None)
+    with pytest.raises(ValueError, match=named):
+        build_model(model, data, hparams)

@@ -10,6 +10,7 @@ from crane.data.processed import TEST, VALID
 from crane.models import register
 from crane.models.base import Recommender
 from crane.train import EarlyStopping, TrainingConfig, fit_and_evaluate
+from crane.tuning import default_hparams as defaults
 
 QUIET = dict(log=lambda message: None)
 
@@ -113,7 +114,7 @@ def test_training_config_rejects_unknown_keys_and_bad_values():
 def test_same_seed_same_metrics_other_seed_differs(clustered, train_data_of):
     config = TrainingConfig(epochs=4, batch_size=256, learning_rate=0.01)
     runs = [fit_and_evaluate(train_data_of(clustered), clustered, "lightgcn",
-                             {"n_layers": 2}, seed=seed, training=config, **QUIET)
+                             defaults("lightgcn", n_layers=2), seed=seed, training=config, **QUIET)
             for seed in (11, 11, 12)]
     assert runs[0].test == runs[1].test and runs[0].valid == runs[1].valid
     assert [r["loss"] for r in runs[0].history] == [r["loss"] for r in runs[1].history]
@@ -124,7 +125,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, clustered, train_data_o
     config = TrainingConfig(epochs=8, patience=50, batch_size=256, learning_rate=0.01,
                             checkpoint_every_s=0, lr_scheduler=(0.9, 2))
     data = train_data_of(clustered)
-    straight = fit_and_evaluate(data, clustered, "bpr", {}, seed=5, training=config,
+    straight = fit_and_evaluate(data, clustered, "bpr", defaults("bpr"), seed=5, training=config,
                                 run_dir=tmp_path / "straight", **QUIET)
 
     class Killed(RuntimeError):
@@ -136,11 +137,11 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, clustered, train_data_o
 
     run_dir = tmp_path / "killed"
     with pytest.raises(Killed):
-        fit_and_evaluate(data, clustered, "bpr", {}, seed=5, training=config, run_dir=run_dir,
+        fit_and_evaluate(data, clustered, "bpr", defaults("bpr"), seed=5, training=config, run_dir=run_dir,
                          on_epoch_end=kill_after_epoch_4, **QUIET)
     assert (run_dir / "last.pt").exists() and not (run_dir / "metrics.json").exists()
     messages = []
-    resumed = fit_and_evaluate(data, clustered, "bpr", {}, seed=5, training=config,
+    resumed = fit_and_evaluate(data, clustered, "bpr", defaults("bpr"), seed=5, training=config,
                                run_dir=run_dir, log=messages.append)
     assert any("resumed" in m and "epoch 4" in m for m in messages)
     assert resumed.test == straight.test and resumed.valid == straight.valid
@@ -157,11 +158,11 @@ def test_resume_state_of_another_configuration_is_ignored(tmp_path, clustered, t
     data = train_data_of(clustered)
     config = TrainingConfig(epochs=3, batch_size=256, checkpoint_every_s=0)
     with pytest.raises(RuntimeError):
-        fit_and_evaluate(data, clustered, "bpr", {"reg_weight": 0.1}, seed=1, training=config,
+        fit_and_evaluate(data, clustered, "bpr", defaults("bpr", reg_weight=0.1), seed=1, training=config,
                          run_dir=tmp_path, on_epoch_end=lambda e: (_ for _ in ()).throw(
                              RuntimeError("stop")), **QUIET)
     messages = []
-    result = fit_and_evaluate(data, clustered, "bpr", {"reg_weight": 0.01}, seed=1,
+    result = fit_and_evaluate(data, clustered, "bpr", defaults("bpr", reg_weight=0.01), seed=1,
                               training=config, run_dir=tmp_path, log=messages.append)
     assert any("another configuration" in m for m in messages)
     assert result.epochs_run == 3
@@ -170,7 +171,7 @@ def test_resume_state_of_another_configuration_is_ignored(tmp_path, clustered, t
 def test_models_learn_the_cluster_structure(clustered, train_data_of):
     data = train_data_of(clustered)
     config = TrainingConfig(epochs=25, patience=5, batch_size=256, learning_rate=0.01)
-    recall = {name: fit_and_evaluate(data, clustered, name, {}, seed=0, training=config,
+    recall = {name: fit_and_evaluate(data, clustered, name, defaults(name), seed=0, training=config,
                                      **QUIET).test["recall@20"]
               for name in ("mostpop", "bpr", "lightgcn")}
     # random ranking finds about 20 of ~110 candidates: recall@20 ~ 0.18
