@@ -102,6 +102,25 @@ class Recommender(nn.Module):
         """For non-trainable models: compute the model from the training data once."""
 
 
+MODALITIES = ("image", "text")
+
+
+def content_modalities(model: str, data: TrainData,
+                       order: tuple[str, ...] = MODALITIES) -> tuple[str, ...]:
+    """The modalities of `data` a content model uses, in `order`; at least one, with one row
+    per item (a clear error otherwise)."""
+    present = tuple(m for m in order if m in data.features)
+    if not present:
+        raise ValueError(f"{model} needs item features (image and/or text); the dataset "
+                         f"provides {sorted(data.features) or 'none'}")
+    for modality in present:
+        rows = data.features[modality].shape[0]
+        if rows != data.n_items:
+            raise ValueError(f"{model}: {modality} features have {rows} rows, "
+                             f"expected one per item ({data.n_items})")
+    return present
+
+
 def check_hparams(model: str, hparams: dict[str, Any], names: tuple[str, ...]) -> None:
     """Trainer keys (learning_rate, ...) are split off before a model sees its hparams."""
     unknown = sorted(set(hparams) - set(names))

@@ -30,25 +30,13 @@ from torch import nn
 
 from crane.graphs.user_item import symmetric_bipartite_adjacency, to_torch_sparse
 from crane.models import register
-from crane.models.base import Recommender, TrainData, emb_loss
+from crane.models.base import Recommender, TrainData, emb_loss, content_modalities
 
 MODALITIES = ("image", "text")
 HPARAM_KEYS = ("embedding_size", "n_layers", "reg_weight", "cl_weight", "dropout")
 
 
 
-def available_modalities(model: str, data: TrainData) -> list[str]:
-    """The modalities of `data` this model uses; at least one, rows aligned with items."""
-    present = [m for m in MODALITIES if m in data.features]
-    if not present:
-        raise ValueError(f"{model} needs item features: the dataset provides neither "
-                         f"'image' nor 'text' (got {sorted(data.features) or 'none'})")
-    for modality in present:
-        rows = data.features[modality].shape[0]
-        if rows != data.n_items:
-            raise ValueError(f"{model}: {modality} features have {rows} rows, "
-                             f"expected one per item ({data.n_items})")
-    return present
 
 
 def light_propagation(adjacency: torch.Tensor, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
@@ -75,7 +63,7 @@ class BM3(Recommender):
         self.dropout = float(hp["dropout"])
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"bm3: dropout must be in [0, 1), got {self.dropout}")
-        self.modalities = available_modalities("bm3", data)
+        self.modalities = content_modalities("bm3", data)
 
         self.register_buffer("adjacency", to_torch_sparse(
             symmetric_bipartite_adjacency(data.train_matrix()), data.device), persistent=False)

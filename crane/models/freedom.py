@@ -50,7 +50,7 @@ from torch import nn
 from crane.graphs.item_knn import cached_neighbours, knn_mean_graph
 from crane.graphs.user_item import symmetric_bipartite_adjacency, to_torch_sparse
 from crane.models import register
-from crane.models.base import Recommender, TrainData
+from crane.models.base import Recommender, TrainData, content_modalities
 from crane.models.vbpr import ReusedRowGather
 
 HPARAMS = ("embedding_size", "feat_embed_dim", "knn_k", "mm_image_weight", "n_mm_layers",
@@ -141,10 +141,7 @@ class FREEDOM(Recommender):
         image_weight = float(hp["mm_image_weight"])
         if not 0.0 <= image_weight <= 1.0:
             raise ValueError(f"freedom: mm_image_weight must be in [0, 1], got {image_weight}")
-        self.modalities = tuple(m for m in MODALITIES if m in data.features)
-        if not self.modalities:
-            raise ValueError("freedom needs item features (image and/or text); the dataset "
-                             f"provides {sorted(data.features) or 'none'}")
+        self.modalities = content_modalities("freedom", data, MODALITIES)
 
         self.user_embedding = nn.Embedding(self.n_users, size, device=self.device)
         self.item_id_embedding = nn.Embedding(self.n_items, size, device=self.device)

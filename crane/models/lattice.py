@@ -55,7 +55,7 @@ from torch import nn
 from crane.graphs.item_knn import cached_neighbours, knn_weighted_graph, top_k_cosine_neighbours
 from crane.graphs.user_item import to_torch_sparse
 from crane.models import register
-from crane.models.base import Recommender, TrainData
+from crane.models.base import Recommender, TrainData, content_modalities
 from crane.models.freedom import constant_sparse_mm
 
 HPARAMS = ("embedding_size", "feat_embed_dim", "knn_k", "lambda_coeff", "n_layers",
@@ -128,10 +128,7 @@ class LATTICE(Recommender):
             raise ValueError(f"lattice: knn_k={self.knn_k} must be in [1, n_items={self.n_items}]")
         if not 0.0 <= self.lambda_coeff <= 1.0:
             raise ValueError(f"lattice: lambda_coeff must be in [0, 1], got {self.lambda_coeff}")
-        self.modalities = tuple(m for m in MODALITIES if m in data.features)
-        if not self.modalities:
-            raise ValueError("lattice needs item features (image and/or text); the dataset "
-                             f"provides {sorted(data.features) or 'none'}")
+        self.modalities = content_modalities("lattice", data, MODALITIES)
 
         self.user_embedding = nn.Embedding(self.n_users, size, device=self.device)
         self.item_id_embedding = nn.Embedding(self.n_items, size, device=self.device)

@@ -40,8 +40,8 @@ from torch import nn
 
 from crane.graphs.user_item import symmetric_bipartite_adjacency, to_torch_sparse
 from crane.models import register
-from crane.models.base import Recommender, TrainData, emb_loss
-from crane.models.bm3 import available_modalities, light_propagation
+from crane.models.base import Recommender, TrainData, emb_loss, content_modalities
+from crane.models.bm3 import light_propagation
 
 HPARAM_KEYS = ("embedding_size", "feat_embed_dim", "n_ui_layers", "n_mm_layers",
                "n_hyper_layer", "hyper_num", "keep_rate", "alpha", "cl_weight", "reg_weight")
@@ -118,7 +118,7 @@ class LGMRec(Recommender):
         self.alpha = float(hp["alpha"])
         self.cl_weight = float(hp["cl_weight"])
         self.reg_weight = float(hp["reg_weight"])
-        self.modalities = available_modalities("lgmrec", data)
+        self.modalities = content_modalities("lgmrec", data)
         device = data.device
 
         train = data.train_matrix()

@@ -39,8 +39,8 @@ from torch import nn
 from crane.graphs.item_knn import cached_neighbours, knn_weighted_graph
 from crane.graphs.user_item import symmetric_bipartite_adjacency, to_torch_sparse
 from crane.models import register
-from crane.models.base import Recommender, TrainData
-from crane.models.bm3 import available_modalities, light_propagation
+from crane.models.base import Recommender, TrainData, content_modalities
+from crane.models.bm3 import light_propagation
 
 HPARAM_KEYS = ("embedding_size", "n_ui_layers", "n_layers", "knn_k", "reg_weight", "cl_loss")
 INFONCE_TEMPERATURE = 0.2  # fixed in MMRec
@@ -71,7 +71,7 @@ class MGCN(Recommender):
         self.reg_weight = float(hp["reg_weight"])
         self.cl_weight = float(hp["cl_loss"])
         knn_k = int(hp["knn_k"])
-        self.modalities = available_modalities("mgcn", data)
+        self.modalities = content_modalities("mgcn", data)
         device = data.device
 
         adjacency = symmetric_bipartite_adjacency(data.train_matrix())
