@@ -32,7 +32,6 @@ from crane.graphs.user_item import symmetric_bipartite_adjacency, to_torch_spars
 from crane.models import register
 from crane.models.base import Recommender, TrainData, emb_loss, content_modalities
 
-MODALITIES = ("image", "text")
 HPARAM_KEYS = ("embedding_size", "n_layers", "reg_weight", "cl_weight", "dropout")
 
 
