@@ -103,7 +103,13 @@ def tuning_run(wildcards):
 
 rule train_final:
     output:
-        f"{R}/{{dataset}}/runs/final/{{model}}/seed{{seed}}/metrics.json",
+        report(
+            f"{R}/{{dataset}}/runs/final/{{model}}/seed{{seed}}/metrics.json",
+            caption="../report/run.rst",
+            category="Runs",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "model": "{model}", "seed": "{seed}"},
+        ),
     input:
         unpack(run_inputs),
         selected=selection_input(lambda w: w.model),
