@@ -202,6 +202,8 @@ def measure_model(job: dict, device: torch.device, recorder: Recorder) -> None:
 
     def after_epoch(epoch: int) -> None:
         rows = [row for row in loop.history if "seconds" in row]
+        # what the next epoch will take here (a truncated one with --max-batches)
+        next_cost = rows[-1]["seconds"] + rows[-1].get("eval_seconds", 0.0)
         cpu_epochs = cpu_seconds["epoch"]
         if partial:
             scaled = extrapolate_epochs(rows, partial, recorder.data["batches_per_epoch"])
@@ -212,8 +214,6 @@ def measure_model(job: dict, device: torch.device, recorder: Recorder) -> None:
         recorder.update(**summarise_history(rows, model.trainable),
                         cpu_epoch_s=statistics.median(cpu_epochs),
                         cpu_eval_s=statistics.median(cpu_seconds["eval"] or [math.nan]))
-        last = rows[-1]
-        next_cost = last["seconds"] + last.get("eval_seconds", 0.0)
         if time.monotonic() - job_start + next_cost > soft_limit:
             raise _StopEarly
 

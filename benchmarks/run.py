@@ -79,6 +79,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="skip the per-scale graphs run (models then build kNN themselves)")
     parser.add_argument("--fresh", action="store_true",
                         help="drop earlier rows in --out instead of merging with them")
+    parser.add_argument("--merge", nargs="+", type=Path, default=[], metavar="CSV",
+                        help="measure nothing: merge these result CSVs (later files win per "
+                             "scale and model) into --out and rewrite its tables")
     parser.add_argument("--profile", action="store_true",
                         help="cProfile each model's epochs + evaluations (slower) into "
                              "<out>/profiles/<scale>-<model>.txt")
@@ -182,8 +185,30 @@ def _safe(label: str) -> str:
 
 # -- the suite ------------------------------------------------------------------------------
 
+def merge_results(args: argparse.Namespace) -> int:
+    """Combine result CSVs of separate runs (e.g. one scale each) into --out's tables."""
+    import pandas as pd
+
+    machine_path = args.out / tables.MACHINE_NAME
+    machine = {}
+    for csv in args.merge:
+        if not csv.exists():
+            raise SystemExit(f"--merge: {csv} not found")
+        if (csv.parent / tables.MACHINE_NAME).exists():
+            machine = files.read_json(csv.parent / tables.MACHINE_NAME)
+    if machine_path.exists() and not machine:
+        machine = files.read_json(machine_path)
+    rows = [row for csv in args.merge for row in pd.read_csv(csv).to_dict("records")]
+    frame = tables.merge_rows(args.out, rows, fresh=args.fresh)
+    tables.write_outputs(args.out, frame, machine)
+    print((args.out / tables.MARKDOWN_NAME).read_text())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.merge:
+        return merge_results(args)
     machine = tables.describe_machine(args.threads, args.device)
     machine["thread_env"].update({name: str(args.threads) for name in THREAD_VARIABLES})
     machine["thread_env"]["OMP_WAIT_POLICY"] = (args.omp_wait_policy

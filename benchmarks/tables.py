@@ -124,6 +124,7 @@ def merge_rows(out_dir: Path, rows: list[dict], fresh: bool = False) -> pd.DataF
         keys = set(zip(new["scale"], new["model"]))
         keep = [(s, m) not in keys for s, m in zip(old["scale"], old["model"])]
         new = pd.concat([old[keep].reindex(columns=COLUMNS), new], ignore_index=True)
+    new = new.drop_duplicates(subset=["scale", "model"], keep="last")
     new["_scale"] = new["scale"].map(_rank(SCALE_ORDER))
     new["_model"] = new["model"].map(lambda m: _rank(MODEL_ORDER)(str(m).split("[")[0]))
     new = new.sort_values(["_scale", "_model", "model"], kind="stable")
@@ -173,9 +174,9 @@ def machine_line(machine: dict) -> str:
             f"{machine.get('thread_env', {}).get('OMP_WAIT_POLICY') or 'unset'}; "
             f"torch {versions.get('torch')}, "
             f"numpy {versions.get('numpy')}, scipy {versions.get('scipy')}; commit "
-            f"{machine.get('git_commit')}. Load average (1/5/15 min) at start: "
-            f"{_load(machine.get('load_average_at_start'))}; each row's load is in "
-            f"{CSV_NAME} (load_start, load_end).")
+            f"{machine.get('git_commit')}. Load average (1/5/15 min) when the (last) run "
+            f"started: {_load(machine.get('load_average_at_start'))}; every row's load at its "
+            f"start and end is in {CSV_NAME} (load_start, load_end).")
 
 
 def _load(values) -> str:
