@@ -59,7 +59,14 @@ def ablations_root(results: str | Path, dataset: str) -> Path:
     return runs_root(results, dataset) / "ablations"
 
 
+# The ablation variant with no switch flipped is the final CRANE run itself (same point, same
+# seed, same data): it is read from there instead of being trained twice.
+FULL_MODEL_VARIANT = "crane"
+
+
 def ablation_run_dir(results: str | Path, dataset: str, variant: str, seed: int | str) -> Path:
+    if variant == FULL_MODEL_VARIANT:
+        return final_run_dir(results, dataset, FULL_MODEL_VARIANT, seed)
     return ablations_root(results, dataset) / variant / f"seed{seed}"
 
 

@@ -148,7 +148,9 @@ class StudyPlan:
     def sensitivity_enabled(self) -> bool:
         return bool(self.config.get("sensitivity", {}).get("enabled"))
 
-    def _section(self, name: str) -> tuple[list[str], list[int]]:
+    def section_scope(self, name: str) -> tuple[list[str], list[int]]:
+        """(datasets, seeds) of the `ablations` or `sensitivity` section: the study's own unless
+        the section names fewer."""
         section = self.config.get(name, {})
         return list(section.get("datasets", self.datasets)), list(section.get("seeds", self.seeds))
 
@@ -161,12 +163,16 @@ class StudyPlan:
                 raise ConfigError(f"ablations.variants: unknown variant(s) {missing}; "
                                   f"config/models/crane.yaml defines {sorted(variants)}")
             variants = {v: variants[v] for v in wanted}
+        if variants.get(layout.FULL_MODEL_VARIANT):
+            raise ConfigError(f"ablations: variant {layout.FULL_MODEL_VARIANT!r} is the full model "
+                              f"(its runs are the final CRANE runs) and takes no overrides, got "
+                              f"{variants[layout.FULL_MODEL_VARIANT]}")
         return variants
 
     def ablation_runs(self) -> list[str]:
         if not self.ablations_enabled:
             return []
-        datasets, seeds = self._section("ablations")
+        datasets, seeds = self.section_scope("ablations")
         return [self.ablation_run(d, v, s) for d in datasets for v in self.ablation_variants()
                 for s in seeds]
 
@@ -184,7 +190,7 @@ class StudyPlan:
     def sensitivity_runs(self) -> list[str]:
         if not self.sensitivity_enabled:
             return []
-        datasets, seeds = self._section("sensitivity")
+        datasets, seeds = self.section_scope("sensitivity")
         return [self.sensitivity_run(d, p, v, s) for d in datasets
                 for p, values in self.sensitivity_points().items() for v in values for s in seeds]
 

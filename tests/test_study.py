@@ -10,6 +10,7 @@ from crane.tuning import hp_hash
 
 
 def write_models(folder: Path) -> Path:
+    folder.mkdir(exist_ok=True)
     (folder / "bpr.yaml").write_text("defaults: {reg_weight: 1.0e-4}\n"
                                       "grid: {reg_weight: [1.0e-4, 1.0e-3, 1.0e-2]}\n")
     (folder / "lightgcn.yaml").write_text("defaults: {n_layers: 2, reg_weight: 1.0e-4}\n"
@@ -58,7 +59,9 @@ def test_study_override_fixes_a_key_and_removes_it_from_the_grid(tmp_path):
 def test_ablation_and_sensitivity_runs(tmp_path):
     study = plan(tmp_path, ablations={"enabled": True, "datasets": ["a"], "seeds": [7]},
                  sensitivity={"enabled": True, "params": ["rca_steps"], "seeds": [7]})
-    assert study.ablation_runs() == ["out/a/runs/ablations/crane/seed7", "out/a/runs/ablations/crane_no_cl/seed7"]
+    # the full-model variant is the final CRANE run of that seed, not a second training
+    assert study.ablation_runs() == ["out/a/runs/final/crane/seed7",
+                                     "out/a/runs/ablations/crane_no_cl/seed7"]
     assert len(study.sensitivity_runs()) == 2 * 3  # two datasets x three values
     assert study.sensitivity_value("rca_steps", "3") == 3
     with pytest.raises(ConfigError):
@@ -68,6 +71,15 @@ def test_ablation_and_sensitivity_runs(tmp_path):
 def test_unknown_variant_is_named(tmp_path):
     study = plan(tmp_path, ablations={"enabled": True, "variants": ["crane_no_rca"]})
     with pytest.raises(ConfigError, match="crane_no_rca"):
+        study.ablation_runs()
+
+
+def test_full_model_variant_takes_no_overrides(tmp_path):
+    models = write_models(tmp_path / "models")
+    (models / "crane.yaml").write_text("defaults: {lambda_cl: 0.01}\n"
+                                       "ablations: {crane: {lambda_cl: 0.1}}\n")
+    study = plan(tmp_path, ablations={"enabled": True}, models_dir=str(models))
+    with pytest.raises(ConfigError, match="full model"):
         study.ablation_runs()
 
 

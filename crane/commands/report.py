@@ -36,6 +36,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="ablation variants (default: the folders found)")
     tables.add_argument("--grid", nargs="*", type=_grid_entry, default=None,
                         metavar="PARAM=V1,V2", help="sensitivity values (default: the folders found)")
+    for part in ("ablation", "sensitivity"):
+        tables.add_argument(f"--{part}-datasets", nargs="+", default=None, metavar="DATASET",
+                            help=f"datasets the {part} runs were made for (default: --datasets)")
+        tables.add_argument(f"--{part}-seeds", nargs="+", type=int, default=None, metavar="SEED",
+                            help=f"seeds the {part} runs were made for (default: --seeds)")
     tables.set_defaults(func=_run_tables)
 
     ablation = subparsers.add_parser("ablation-table", help="the ablation table alone")
@@ -80,9 +85,17 @@ def _run_tables(args: argparse.Namespace) -> int:
         pairing=args.pairing, ours=args.ours, metrics=args.metrics,
         activity_bins=args.activity_bins, curve_metric=args.curve_metric,
         ablation_variants=args.variants,
-        sensitivity_grid=dict(args.grid) if args.grid is not None else None, parts=args.parts)
+        sensitivity_grid=dict(args.grid) if args.grid is not None else None,
+        ablation_scope=_scope(args, "ablation"), sensitivity_scope=_scope(args, "sensitivity"),
+        parts=args.parts)
     log.info("wrote %d files to %s", len(written), _out(args))
     return 0
+
+
+def _scope(args: argparse.Namespace, part: str) -> tuple[list[str], list[int]]:
+    datasets = getattr(args, f"{part}_datasets")
+    seeds = getattr(args, f"{part}_seeds")
+    return (datasets or args.datasets, seeds or args.seeds)
 
 
 def _run_ablation(args: argparse.Namespace) -> int:

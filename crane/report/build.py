@@ -49,11 +49,15 @@ def build_report(results_dir: str | Path, out_dir: str | Path, datasets: Sequenc
                  curve_metric: str = "recall@20",
                  ablation_variants: Sequence[str] | None = None,
                  sensitivity_grid: Mapping[str, Sequence[str]] | None = None,
+                 ablation_scope: tuple[Sequence[str], Sequence[int]] | None = None,
+                 sensitivity_scope: tuple[Sequence[str], Sequence[int]] | None = None,
                  parts: Sequence[str] = PARTS) -> dict[str, Path]:
     """Write the parts' tables and figures into `out_dir`; return {file name: path}.
 
     `ablation_variants` / `sensitivity_grid` ({param: [value folder names]}) default to what
-    is found on disk. `curve_metric` is the metric of the convergence curves (validation), the
+    is found on disk. `ablation_scope` / `sensitivity_scope` are the (datasets, seeds) those
+    runs were made for (a study often runs them on fewer of each than the main table); both
+    default to `datasets` and `seeds`. `curve_metric` is the metric of the convergence curves (validation), the
     user-activity table and the sensitivity plots (test).
     """
     results_dir, out_dir = Path(results_dir), Path(out_dir)
@@ -96,13 +100,15 @@ def build_report(results_dir: str | Path, out_dir: str | Path, datasets: Sequenc
         written |= _write_text(out_dir / "convergence.csv", to_csv(curves))
         missing.extend(absent)
     if "ablation" in parts:
-        files_written, absent = write_ablation(results_dir, out_dir, datasets, seeds,
-                                               ablation_variants, metrics)
+        scope_datasets, scope_seeds = ablation_scope or (datasets, seeds)
+        files_written, absent = write_ablation(results_dir, out_dir, scope_datasets,
+                                               scope_seeds, ablation_variants, metrics)
         written |= files_written
         missing.extend(absent)
     if "sensitivity" in parts:
-        files_written, absent = write_sensitivity(results_dir, out_dir, datasets, seeds,
-                                                  sensitivity_grid, curve_metric)
+        scope_datasets, scope_seeds = sensitivity_scope or (datasets, seeds)
+        files_written, absent = write_sensitivity(results_dir, out_dir, scope_datasets,
+                                                  scope_seeds, sensitivity_grid, curve_metric)
         written |= files_written
         missing.extend(absent)
 

@@ -180,6 +180,8 @@ def discover_ablation_variants(results_dir: Path, datasets: Sequence[str]) -> li
         root = layout.ablations_root(results_dir, dataset)
         if root.is_dir():
             found.update(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if layout.final_run_dir(results_dir, dataset, layout.FULL_MODEL_VARIANT, "x").parent.is_dir():
+            found.add(layout.FULL_MODEL_VARIANT)  # the full model's runs are the final ones
     return order_variants(sorted(found))
 
 

@@ -65,8 +65,11 @@ def test_every_run_folder_is_complete(finished_run):
         users = pd.read_parquet(run / "user_metrics.parquet")
         assert len(users) > 0 and "recall@20" in users
         assert not (run / "last.pt").exists(), "resume state must be removed when a run finishes"
-    for variant in ("crane", "crane_no_cl"):
-        assert (results / "runs" / "ablations" / variant / "seed2024" / "metrics.json").exists()
+    assert (results / "runs" / "ablations" / "crane_no_cl" / "seed2024" / "metrics.json").exists()
+    # the full-model variant is read from the final CRANE run, never trained twice
+    assert not (results / "runs" / "ablations" / "crane").exists()
+    ablation = (results.parent / "tables" / "ablation.md").read_text()
+    assert "CRANE (full)" in ablation
 
 
 def test_features_have_manifests_and_the_text_is_real_minilm(finished_run):

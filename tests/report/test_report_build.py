@@ -87,6 +87,36 @@ def test_parts_limit_the_outputs(study, tmp_path):
         build_report(study, tmp_path / "t", ["baby"], MODELS, SEEDS, parts=["mian"])
 
 
+def test_ablation_scope_limits_what_is_expected(study, tmp_path):
+    """A study that runs its ablations on one seed must not list the other seed as missing,
+    nor read a stale folder of that seed."""
+    write_run(study / "baby" / "runs" / "ablations" / "crane_no_cl" / "seed2", dataset="baby",
+              model="crane", seed=2, test={m: 0.5 for m in METRICS})  # stale: not in scope
+    written = build_report(study, tmp_path / "t", ["baby"], MODELS, SEEDS,
+                           parts=["ablation"], ablation_variants=["crane_no_cl"],
+                           ablation_scope=(["baby"], [1]))
+    assert "ablation" not in written["missing.txt"].read_text()
+    table = pd.read_csv(written["ablation.csv"]).query("metric == 'recall@20'")
+    assert table["n_seeds"].tolist() == [1]
+    assert table["mean"].tolist() == pytest.approx([0.09])
+    everything = build_report(study, tmp_path / "u", ["baby"], MODELS, SEEDS,
+                              parts=["ablation"], ablation_variants=["crane_no_cl"])
+    table = pd.read_csv(everything["ablation.csv"]).query("metric == 'recall@20'")
+    assert table["n_seeds"].tolist() == [2]
+
+
+def test_tables_cli_passes_the_sections_scope(study, tmp_path):
+    out = tmp_path / "cli"
+    assert main(["tables", "--results", str(study), "--out", str(out), "--datasets", "baby",
+                 "--models", *MODELS, "--seeds", "1", "2", "--parts", "ablation", "sensitivity",
+                 "--variants", "crane_no_cl", "--ablation-seeds", "1",
+                 "--sensitivity-seeds", "2", "--grid", "rca_steps=1,2,3"]) == 0
+    assert (out / "missing.txt").read_text().startswith("Nothing missing")
+    sensitivity = pd.read_csv(out / "sensitivity.csv")  # seed 2 only: 0.1 + 0.01 i + 0.004
+    assert sensitivity["n_seeds"].tolist() == [1, 1, 1]
+    assert sensitivity["mean"].tolist() == pytest.approx([0.104, 0.114, 0.124])
+
+
 def test_convergence_skips_epochs_without_validation(results):
     history = pd.DataFrame({"epoch": [1, 2, 3, 4], "loss": 1.0,
                             "recall@20": [0.1, None, 0.3, None]})

@@ -127,8 +127,9 @@ def test_efficiency_uses_metrics_and_benchmarks(results):
 def test_ablation_table_orders_variants_and_escapes_names(results):
     values = {"crane": 0.10, "crane_no_cl": 0.08, "crane_concat": 0.09, "my_variant": 0.10}
     for variant, value in values.items():
-        for seed in SEEDS:
-            write_run(results / "baby" / "runs" / "ablations" / variant / f"seed{seed}", dataset="baby",
+        for seed in SEEDS:  # the full model's runs are the final CRANE runs
+            kind = "final" if variant == "crane" else "ablations"
+            write_run(results / "baby" / "runs" / kind / variant / f"seed{seed}", dataset="baby",
                       model="crane", seed=seed,
                       test={m: value + 0.001 * seed for m in METRICS})
     from crane.report.collect import discover_ablation_variants

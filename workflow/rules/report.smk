@@ -25,10 +25,16 @@ def report_options():
     options = [f"--parts {' '.join(report_parts())}"]
     if PLAN.ablations_enabled:
         options.append(f"--variants {' '.join(PLAN.ablation_variants())}")
+        options.append(scope_options("ablation", *PLAN.section_scope("ablations")))
     if PLAN.sensitivity_enabled:
+        options.append(scope_options("sensitivity", *PLAN.section_scope("sensitivity")))
         grid = [f"{p}={','.join(map(str, v))}" for p, v in PLAN.sensitivity_points().items()]
         options.append(f"--grid {' '.join(grid)}")
     return " ".join(options)
+
+
+def scope_options(part, datasets, seeds):
+    return f"--{part}-datasets {' '.join(datasets)} --{part}-seeds {' '.join(map(str, seeds))}"
 
 
 T = f"{R}/tables"
