@@ -4,7 +4,8 @@ Reads a finished demo study (its final runs, `python3 run.py demo`), then trains
 multimodal model again on each seed with the item feature rows shuffled (same features,
 wrong items). A model that uses content must lose test Recall@20 when its features are
 shuffled. Prints one table: test Recall@20 mean +- std over seeds with true and shuffled
-features, and the difference to BPR-MF and LightGCN in units of their std.
+features, the difference to BPR-MF and LightGCN in units of their std, and the final runs'
+wall and CPU seconds summed over the seeds (Snakemake's benchmark files, when present).
 
     .venv/bin/python benchmarks/demo_checks.py [--results results] [--dataset demo]
                                                [--models vbpr freedom crane] [--seeds 2024 2025]
@@ -37,6 +38,16 @@ def final_metric(results: str, dataset: str, model: str, seed: int) -> float | N
     if not path.exists():
         return None
     return json.loads(path.read_text())["test"][METRIC]
+
+
+def final_cost(results: str, dataset: str, model: str, seed: int) -> tuple[float, float] | None:
+    """(wall s, CPU s) of a final run from the benchmark file rule train_final writes."""
+    path = layout.benchmarks_dir(results, dataset) / f"train_{model}_seed{seed}.tsv"
+    if not path.exists():
+        return None
+    header, values = path.read_text().splitlines()[:2]
+    row = dict(zip(header.split("\t"), values.split("\t")))
+    return float(row["s"]), float(row["cpu_time"])
 
 
 def shuffled_metric(plan: StudyPlan, dataset: str, model: str, seed: int) -> float:
@@ -74,8 +85,9 @@ def main() -> int:
     baselines = {m: [v for s in seeds if (v := final_metric(plan.results, args.dataset, m, s)) is not None]
                  for m in ("bpr", "lightgcn")}
 
-    print(f"| model | test {METRIC} | shuffled features | drop | vs BPR (std) | vs LightGCN (std) |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(f"| model | test {METRIC} | shuffled features | drop | vs BPR (std) | vs LightGCN (std) "
+          "| wall s | CPU s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for model in models:
         true = [v for s in seeds if (v := final_metric(plan.results, args.dataset, model, s)) is not None]
         uses_content = get_model(model).uses_content or bool(get_model(model).required_modalities)
@@ -88,8 +100,10 @@ def main() -> int:
                 continue
             spread = max(np.std(base, ddof=1), np.std(true, ddof=1) if len(true) > 1 else 0.0, 1e-9)
             versus.append(f"{(np.mean(true) - np.mean(base)) / spread:+.1f}")
-        print(f"| {model} | {summary(true)} | {summary(shuffled)} | {drop} | {versus[0]} | {versus[1]} |",
-              flush=True)
+        costs = [c for s in seeds if (c := final_cost(plan.results, args.dataset, model, s))]
+        wall, cpu = (f"{sum(c[i] for c in costs):.0f}" if costs else "–" for i in (0, 1))
+        print(f"| {model} | {summary(true)} | {summary(shuffled)} | {drop} | {versus[0]} | {versus[1]} "
+              f"| {wall} | {cpu} |", flush=True)
     return 0
 
 

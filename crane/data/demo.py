@@ -11,13 +11,18 @@ Files written into `raw_dir` (category "Demo" by default):
 - `image_features_Demo.b`: 10-byte ASIN + 4096 little-endian float32 per item.
 
 Planted structure (all from one seeded generator):
-- K latent styles. Each item has one; it shows in the title/description words (colour,
-  material, theme), in the image's palette and in the 4096-d vector. Each view is
-  independently wrong for a share of the items (`view_noise`), and every text carries
-  generic words and a stray word of another style, so content helps but is not an oracle.
-- Users prefer a few styles (Dirichlet) and belong to a community; each community favours
-  its own random subset of every style's items. Content cannot see communities, so an
-  ID-only model still learns and a content model needs the interactions too.
+- 48 fine styles, a colour family (8) x a print theme (6). Each item has one; it shows in
+  the title/description words (colour, material, motif, theme), in the image (background
+  in the colour family's colour, stripes in the theme's accent colour) and in the 4096-d
+  vector. Each view is independently wrong for a share of the items (`view_noise`), and
+  every text carries generic words and a stray word of another style, so content helps
+  but is not an oracle. Each style is a product line sold mostly as one kind of product:
+  a sentence encoder groups texts by product kind before anything else.
+- Users prefer one to a few fine styles (sparse Dirichlet) and belong to a community; each
+  community favours its own random subset of every style's items. With about 17 items
+  per style and about 8 training interactions per user, IDs learn the styles only
+  roughly, so content is worth more than IDs; content cannot see communities, so an
+  ID-only model still beats popularity and a content model needs the interactions too.
 - Long-tailed item popularity; every user has at least 5 interactions and items are
   topped up to 5, so the data is already (nearly) 5-core. Timestamps increase per user.
 - Imputation paths: a few items have no 4096-d vector, two have no image file and one
@@ -41,36 +46,79 @@ from crane.data.image_features_b import FEATURE_DIM, write_image_features_b
 
 
 @dataclass(frozen=True)
-class Style:
+class Colour:
+    """A colour family: its words in the text and the background of its images."""
+
     name: str
     rgb: tuple[int, int, int]
-    colours: tuple[str, ...]
+    words: tuple[str, ...]
     materials: tuple[str, ...]
-    themes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Theme:
+    """A print theme: its words in the text and the colour of the motif in its images."""
+
+    name: str
+    accent: tuple[int, int, int]
+    words: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Style:
+    """A fine style, a colour family x a theme: what users actually choose by."""
+
+    colour: Colour
+    theme: Theme
+
+    @property
+    def name(self) -> str:
+        return f"{self.colour.name}-{self.theme.name}"
 
     @property
     def words(self) -> tuple[str, ...]:
-        return self.colours + self.materials + self.themes
+        return self.colour.words + self.colour.materials + self.theme.words
 
 
-STYLES = (
-    Style("crimson", (200, 30, 45), ("crimson", "scarlet", "ruby", "cherry"),
-          ("velvet", "corduroy"), ("rose", "heart", "ladybug")),
-    Style("navy", (25, 55, 155), ("navy", "cobalt", "azure", "sapphire"),
-          ("denim", "chambray"), ("ocean", "nautical", "whale")),
-    Style("emerald", (30, 140, 60), ("emerald", "olive", "sage", "mint"),
-          ("bamboo", "hemp"), ("forest", "woodland", "fern")),
-    Style("golden", (230, 190, 30), ("golden", "amber", "mustard", "honey"),
-          ("wicker", "jute"), ("sunflower", "safari", "lion")),
-    Style("lavender", (150, 90, 200), ("lavender", "violet", "lilac", "plum"),
-          ("silk", "satin"), ("unicorn", "fairy", "butterfly")),
-    Style("charcoal", (45, 45, 50), ("charcoal", "black", "graphite", "slate"),
-          ("leather", "neoprene"), ("rocket", "space", "galaxy")),
-    Style("ivory", (240, 235, 215), ("ivory", "cream", "pearl", "vanilla"),
-          ("linen", "muslin"), ("cloud", "moon", "minimalist")),
-    Style("tangerine", (245, 120, 30), ("tangerine", "coral", "orange", "peach"),
-          ("fleece", "terry"), ("fox", "autumn", "pumpkin")),
+COLOURS = (
+    Colour("crimson", (200, 30, 45), ("crimson", "scarlet", "ruby", "cherry"),
+           ("velvet", "corduroy")),
+    Colour("navy", (25, 55, 155), ("navy", "cobalt", "azure", "sapphire"),
+           ("denim", "chambray")),
+    Colour("emerald", (30, 140, 60), ("emerald", "olive", "sage", "mint"),
+           ("bamboo", "hemp")),
+    Colour("golden", (230, 190, 30), ("golden", "amber", "mustard", "honey"),
+           ("wicker", "jute")),
+    Colour("lavender", (150, 90, 200), ("lavender", "violet", "lilac", "plum"),
+           ("silk", "satin")),
+    Colour("charcoal", (45, 45, 50), ("charcoal", "black", "graphite", "slate"),
+           ("leather", "neoprene")),
+    Colour("ivory", (240, 235, 215), ("ivory", "cream", "pearl", "vanilla"),
+           ("linen", "muslin")),
+    Colour("tangerine", (245, 120, 30), ("tangerine", "coral", "orange", "peach"),
+           ("fleece", "terry")),
 )
+# Motif colours sit apart from every background in an 8-level-per-channel colour histogram.
+THEMES = (
+    Theme("floral", (255, 160, 210), ("rose", "tulip", "daisy")),
+    Theme("nautical", (0, 200, 220), ("anchor", "sailboat", "whale")),
+    Theme("woodland", (110, 60, 10), ("fox", "owl", "acorn")),
+    Theme("safari", (170, 240, 0), ("lion", "giraffe", "zebra")),
+    Theme("space", (255, 255, 90), ("rocket", "planet", "astronaut")),
+    Theme("dinosaur", (0, 100, 100), ("dinosaur", "volcano", "fossil")),
+)
+STYLES = tuple(Style(colour, theme) for colour in COLOURS for theme in THEMES)
+
+
+def style_colour(style: np.ndarray) -> np.ndarray:
+    """Index into COLOURS of each fine style index."""
+    return np.asarray(style) // len(THEMES)
+
+
+def style_theme(style: np.ndarray) -> np.ndarray:
+    """Index into THEMES of each fine style index."""
+    return np.asarray(style) % len(THEMES)
+
 
 KINDS = (
     ("Blanket", ("Nursery", "Bedding")), ("Crib Sheet", ("Nursery", "Bedding")),
@@ -103,12 +151,16 @@ FIRST_NAMES = ("Anna", "Ben", "Carla", "Dev", "Emma", "Femi", "Grace", "Hiro", "
 
 _ID_CHARS = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"))
 _URL_CHARS = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"))
-# Strength of the planted signals, tuned on the default demo so that content-only and ID-only
-# models each beat popularity clearly and their combination beats both (Recall@20 about
-# 0.16 popularity, 0.21 content, 0.21 EASE, 0.22 both; tests/data/test_prepare.py).
-STYLE_CONCENTRATION = 0.5  # Dirichlet alpha of user style preferences: small = few styles
+# Strength of the planted signals, tuned on the default demo so that content is worth more
+# than what IDs learn from sparse interactions, ID-only models still beat popularity, and
+# content plus interactions beat either (test Recall@20 about 0.13 popularity, 0.18 EASE,
+# 0.20 title-word content, 0.22 both; tests/data/test_prepare.py).
+STYLE_CONCENTRATION = 0.08  # Dirichlet alpha of user style preferences: small = few styles
+STYLE_FLOOR = 0.01  # taste for any style: draws that follow no preference
 COMMUNITY_BOOST = 8.0  # how much more a community draws its favourite items
 COMMUNITY_SHARE = 0.25  # share of each style's items a community favours
+LINE_KIND_SHARE = 0.75  # share of a style's items of its product line's kind
+POPULARITY_SIGMA = 0.9  # log-normal spread of item popularity
 EXTRA_INTERACTIONS = 6.0  # mean interactions per user beyond the minimum of 5
 _DAY = 86400
 _FIRST_DAY = int(dt.datetime(2010, 1, 1, tzinfo=dt.timezone.utc).timestamp()) // _DAY
@@ -156,14 +208,18 @@ def generate_demo(raw_dir: str | Path, users: int = 1500, items: int = 800, seed
     asins = _unique_ids(rng, items, _asin)
     user_ids = _unique_ids(rng, users, lambda r: "A" + "".join(r.choice(_ID_CHARS, 13)))
     item_style = rng.integers(0, n_styles, items)
-    item_kind = rng.integers(0, len(KINDS), items)  # product type: independent of style
+    # Each style is a product line sold mostly as one kind of product (a sentence encoder
+    # groups texts by product kind first, so independent kinds would hide the style).
+    home_kind = np.arange(n_styles) % len(KINDS)
+    item_kind = np.where(rng.random(items) < LINE_KIND_SHARE, home_kind[item_style],
+                         rng.integers(0, len(KINDS), items))
     text_style = _noisy_view(rng, item_style, view_noise, n_styles)
     image_style = _noisy_view(rng, item_style, view_noise, n_styles)
 
     preference = rng.dirichlet(np.full(n_styles, STYLE_CONCENTRATION), users)
     community = rng.integers(0, communities, users)
     favourites = rng.random((communities, items)) < COMMUNITY_SHARE
-    popularity = rng.lognormal(0.0, 0.9, items)
+    popularity = rng.lognormal(0.0, POPULARITY_SIGMA, items)
     pairs = _sample_interactions(rng, preference, community, favourites, popularity,
                                  item_style)
 
@@ -221,7 +277,7 @@ def _sample_interactions(rng, preference, community, favourites, popularity, ite
     """Each user draws distinct items with probability ~ style taste x popularity x
     community boost (Gumbel top-k: one vectorised draw without replacement per user)."""
     n_users, n_items = len(preference), len(item_style)
-    log_weight = (np.log(preference[:, item_style] + 1e-4) + np.log(popularity)[None, :]
+    log_weight = (np.log(preference[:, item_style] + STYLE_FLOOR) + np.log(popularity)[None, :]
                   + np.log(COMMUNITY_BOOST) * favourites[community])
     counts = np.minimum(5 + rng.negative_binomial(2, 2 / (2 + EXTRA_INTERACTIONS), n_users),
                         n_items // 4)
@@ -307,20 +363,22 @@ def _meta_lines(rng, asins, text_style, item_kind, category,
         style = STYLES[text_style[item]]
         stray = STYLES[(text_style[item] + rng.integers(1, len(STYLES))) % len(STYLES)]
         kind, path = KINDS[item_kind[item]]
-        colour = rng.choice(style.colours)
+        colour = rng.choice(style.colour.words)
+        motif = rng.choice(style.theme.words)
         title_parts = [rng.choice(ADJECTIVES).title(), colour.title()]
         if rng.random() < 0.6:
-            title_parts.append(rng.choice(style.materials).title())
-        if rng.random() < 0.5:
-            title_parts.append(rng.choice(style.themes).title())
-        title_parts.append(kind)
+            title_parts.append(rng.choice(style.colour.materials).title())
+        title_parts += [motif.title(), kind]
         brand = BRANDS[rng.integers(0, len(BRANDS))]
         record = {"asin": asins[item]}
         if rng.random() < 0.92:
+            shades = rng.choice(style.colour.words, 2, replace=False)
+            motifs = rng.choice(style.theme.words, 2, replace=False)
             record["description"] = " ".join([
-                f"This {rng.choice(ADJECTIVES)} {kind.lower()} comes in {colour} with "
-                f"{_with_article(rng.choice(style.themes))} pattern.",
-                f"Made of {rng.choice(style.materials)} with {rng.choice(stray.words)} trim.",
+                f"{shades[0].title()} and {shades[1]} {rng.choice(style.colour.materials)}"
+                f" with {motifs[0]} and {motifs[1]} prints from our {style.theme.name} line.",
+                f"This {rng.choice(ADJECTIVES)} {kind.lower()} has "
+                f"{rng.choice(stray.words)} trim.",
                 *rng.choice(SELLING_POINTS, 2, replace=False)])
         record["title"] = f"{brand} " + " ".join(title_parts)
         record["price"] = round(float(rng.lognormal(2.8, 0.5)), 2)
@@ -337,34 +395,36 @@ def _meta_lines(rng, asins, text_style, item_kind, category,
     return lines
 
 
-def _with_article(word: str) -> str:
-    return ("an " if word[0] in "aeiou" else "a ") + word
-
-
 def _image_vectors(rng, image_style: np.ndarray) -> np.ndarray:
     """4096-d non-negative, sparse-ish vectors like CNN fc7 features: style centroid + noise."""
-    centroids = np.maximum(rng.normal(0.0, 1.0, (len(STYLES), FEATURE_DIM)), 0.0)
+    colour = np.maximum(rng.normal(0.0, 1.0, (len(COLOURS), FEATURE_DIM)), 0.0)
+    theme = np.maximum(rng.normal(0.0, 1.0, (len(THEMES), FEATURE_DIM)), 0.0)
     noise = rng.normal(0.0, 1.0, (len(image_style), FEATURE_DIM))
-    return np.maximum(0.5 * centroids[image_style] + noise - 0.3, 0.0).astype(np.float32)
+    centre = colour[style_colour(image_style)] + theme[style_theme(image_style)]
+    return np.maximum(0.4 * centre + noise - 0.3, 0.0).astype(np.float32)
 
 
 def _write_images(rng, image_dir: Path, asins: np.ndarray, image_style: np.ndarray
                   ) -> tuple[list[str], list[str], list[str]]:
-    """A 32x32 JPEG per item: style palette background, a round shape of a neutral colour,
-    pixel noise. Two items get no file and one a corrupt file (the feature step must
+    """A 32x32 JPEG per item: the colour family's background, stripes in the theme's accent
+    colour, pixel noise. Two items get no file and one a corrupt file (the feature step must
     impute them). The folder is written whole (atomic)."""
     n = len(asins)
     skipped = rng.choice(n, size=3, replace=False)
     no_image, corrupt = sorted(asins[skipped[:2]].tolist()), [str(asins[skipped[2]])]
-    palette = np.array([style.rgb for style in STYLES], dtype=np.float64)
+    palette = np.array([colour.rgb for colour in COLOURS], dtype=np.float64)
+    accents = np.array([theme.accent for theme in THEMES], dtype=np.float64)
     pixels = np.empty((n, 32, 32, 3))
-    pixels[:] = (palette[image_style] + rng.normal(0, 12, (n, 3)))[:, None, None, :]
+    pixels[:] = (palette[style_colour(image_style)]
+                 + rng.normal(0, 12, (n, 3)))[:, None, None, :]
     yy, xx = np.mgrid[0:32, 0:32]
-    centre = rng.integers(10, 22, (n, 2))
-    radius = rng.integers(4, 9, n)
-    shape = ((yy[None] - centre[:, 0, None, None]) ** 2
-             + (xx[None] - centre[:, 1, None, None]) ** 2) < radius[:, None, None] ** 2
-    shape_colour = rng.choice([235.0, 128.0, 20.0], n)[:, None] + rng.normal(0, 10, (n, 3))
+    # Stripes cover about half the picture, so the motif weighs as much as the background
+    # in a colour histogram.
+    vertical = rng.random(n) < 0.5
+    position = np.where(vertical[:, None, None], xx[None], yy[None])
+    phase, width = rng.integers(0, 8, n), rng.integers(3, 6, n)
+    shape = (position + phase[:, None, None]) % 8 < width[:, None, None]
+    shape_colour = accents[style_theme(image_style)] + rng.normal(0, 10, (n, 3))
     pixels = np.where(shape[..., None], shape_colour[:, None, None, :], pixels)
     pixels = np.clip(pixels + rng.normal(0, 8, pixels.shape), 0, 255).astype(np.uint8)
     garbage = rng.bytes(200)

@@ -12,13 +12,17 @@ from crane import files
 from crane.data import demo
 from crane.data.image_features_b import read_image_features_b
 from crane.data.parse import read_json_lines, read_literal_lines
+from crane.features.image_histogram import colour_histogram, load_resized
 
 REVIEW_FIELDS = ["reviewerID", "asin", "reviewerName", "helpful", "reviewText", "overall",
                  "summary", "unixReviewTime", "reviewTime"]
 META_FIELDS = ["asin", "title", "brand", "categories", "description", "imUrl", "price",
                "salesRank"]
-WORD_STYLE = {word: k for k, style in enumerate(demo.STYLES) for word in style.words}
-PALETTE = np.array([style.rgb for style in demo.STYLES], dtype=float)
+COLOUR_WORDS = {word: c for c, colour in enumerate(demo.COLOURS)
+                for word in colour.words + colour.materials}
+THEME_WORDS = {word: t for t, theme in enumerate(demo.THEMES) for word in theme.words}
+PALETTE = np.array([colour.rgb for colour in demo.COLOURS], dtype=float)
+ACCENTS = np.array([theme.accent for theme in demo.THEMES], dtype=float)
 
 
 @pytest.fixture(scope="module")
@@ -85,15 +89,26 @@ def test_image_cache_has_readable_images_and_planted_gaps(parsed):
 
 
 def _text_style(title: str) -> int:
-    votes = np.bincount([WORD_STYLE[w] for w in title.lower().split() if w in WORD_STYLE],
-                        minlength=len(demo.STYLES))
-    return int(votes.argmax()) if votes.any() else -1
+    """Fine style read from a title's words: its colour family x its theme."""
+    words = title.lower().split()
+    colours = np.bincount([COLOUR_WORDS[w] for w in words if w in COLOUR_WORDS],
+                          minlength=len(demo.COLOURS))
+    themes = np.bincount([THEME_WORDS[w] for w in words if w in THEME_WORDS],
+                         minlength=len(demo.THEMES))
+    if not (colours.any() and themes.any()):
+        return -1
+    return int(colours.argmax()) * len(demo.THEMES) + int(themes.argmax())
 
 
 def _image_style(path) -> int:
-    pixels = np.asarray(Image.open(path).convert("RGB"), dtype=float)
-    border = np.concatenate([pixels[:3].reshape(-1, 3), pixels[-3:].reshape(-1, 3)])
-    return int(np.argmin(((PALETTE - np.median(border, axis=0)) ** 2).sum(axis=1)))
+    """Fine style read from an image: the commonest background and motif colours."""
+    pixels = np.asarray(Image.open(path).convert("RGB"), dtype=float).reshape(-1, 3)
+    colours = np.concatenate([PALETTE, ACCENTS])
+    nearest = np.argmin(((pixels[:, None] - colours[None]) ** 2).sum(-1), axis=1)
+    counts = np.bincount(nearest, minlength=len(colours))
+    background = int(counts[:len(PALETTE)].argmax())
+    motif = int(counts[len(PALETTE):].argmax())
+    return background * len(demo.THEMES) + motif
 
 
 def test_text_and_image_show_the_same_style(parsed):
@@ -103,7 +118,7 @@ def test_text_and_image_show_the_same_style(parsed):
     text = meta["title"].map(_text_style).to_numpy()
     image = np.array([_image_style(raw_dir / "images" / f"{a}.jpg") for a in meta["asin"]])
     agreement = (text == image).mean()
-    assert agreement > 0.6, agreement  # chance is 1/8; each view is wrong for ~15% of items
+    assert agreement > 0.6, agreement  # chance is 1/48; each view is wrong for ~15% of items
     assert agreement < 0.95  # and neither view is a perfect copy of the other
     index = {asin: n for n, asin in enumerate(summary.asins)}
     truth = summary.item_style[[index[a] for a in meta["asin"]]]
@@ -165,3 +180,21 @@ def test_bad_arguments(tmp_path):
         demo.generate_demo(tmp_path, users=5)
     with pytest.raises(ValueError, match="plain name"):
         demo.generate_demo(tmp_path, category="a/b")
+
+
+def test_colour_histograms_tell_the_fine_styles_apart(parsed):
+    """The demo's image descriptor sees both the background (colour family) and the motif
+    (theme): an item's nearest neighbours mostly share its image style (chance ~1/48)."""
+    raw_dir, summary, _, _ = parsed
+    broken = set(summary.items_with_corrupt_image) | set(summary.items_without_image)
+    asins = [a for a in summary.asins if a not in broken]
+    vectors = np.stack([colour_histogram(load_resized(raw_dir / "images" / f"{a}.jpg", 32))
+                        for a in asins])
+    index = {asin: n for n, asin in enumerate(summary.asins)}
+    style = summary.image_style[[index[a] for a in asins]]
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    similarity = vectors @ vectors.T
+    np.fill_diagonal(similarity, -np.inf)
+    neighbours = np.argsort(-similarity, axis=1)[:, :10]
+    purity = (style[neighbours] == style[:, None]).mean()
+    assert purity > 0.5, purity

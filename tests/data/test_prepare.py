@@ -76,21 +76,29 @@ def test_both_interactions_and_content_carry_signal(demo_processed):
     weights = -inverse / np.diag(inverse)
     np.fill_diagonal(weights, 0.0)
     cf = train @ weights
-    # Content: style words in each title (the text a feature extractor reads).
+    # Content: the fine style (colour family x theme) named by each title's words, the text
+    # a feature extractor reads.
     titles = pd.read_parquet(out / "items.parquet")["title"].str.lower().str.split()
-    words = {w: k for k, style in enumerate(demo.STYLES) for w in style.words}
-    style = np.zeros((len(titles), len(demo.STYLES)))
+    colour_of = {w: c for c, colour in enumerate(demo.COLOURS)
+                 for w in colour.words + colour.materials}
+    theme_of = {w: t for t, theme in enumerate(demo.THEMES) for w in theme.words}
+    colour = np.zeros((len(titles), len(demo.COLOURS)))
+    theme = np.zeros((len(titles), len(demo.THEMES)))
     for item, title in enumerate(titles):
         for word in title:
-            if word in words:
-                style[item, words[word]] += 1
-    style /= np.maximum(style.sum(1, keepdims=True), 1)
+            if word in colour_of:
+                colour[item, colour_of[word]] += 1
+            if word in theme_of:
+                theme[item, theme_of[word]] += 1
+    colour /= np.maximum(colour.sum(1, keepdims=True), 1)
+    theme /= np.maximum(theme.sum(1, keepdims=True), 1)
+    style = (colour[:, :, None] * theme[:, None, :]).reshape(len(titles), -1)
     profile = train @ style / np.maximum(train.sum(1, keepdims=True), 1)
     content = np.log(profile @ style.T + 0.02) + 0.5 * np.log1p(popularity)
 
     recall = {name: _recall_at_20(scores, train, test) for name, scores in
               {"pop": popularity, "content": content, "cf": cf,
-               "cf+content": _zscore(cf) + 0.3 * _zscore(content)}.items()}
+               "cf+content": _zscore(cf) + _zscore(content)}.items()}
     assert recall["content"] > 1.15 * recall["pop"], recall
     assert recall["cf"] > 1.15 * recall["pop"], recall
     assert recall["cf+content"] > 1.02 * max(recall["cf"], recall["content"]), recall
