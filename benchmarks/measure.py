@@ -248,17 +248,21 @@ def limit_epoch_batches(max_batches: int, sink: list) -> None:
     class FirstBatches(NegativeSampler):
         def epoch(self):
             batches = super().epoch()
-            first = time.perf_counter()
+            first = second = time.perf_counter()
             count = 0
             try:
                 for count, batch in enumerate(batches, start=1):
                     if count == 1:
                         first = time.perf_counter()
+                    elif count == 2:  # the first batch (with any per-epoch set-up) is done
+                        second = time.perf_counter()
                     yield batch
                     if count == max_batches:
                         break
             finally:
-                sink.append({"batch_seconds": time.perf_counter() - first, "batches": count})
+                end = time.perf_counter()
+                sink.append({"batch_seconds": end - first, "batches": count,
+                             "first_batch_seconds": (second if count > 1 else end) - first})
 
     crane.train.NegativeSampler = FirstBatches
 
@@ -267,15 +271,22 @@ def extrapolate_epochs(rows: list[dict], partial: list[dict], batches_per_epoch:
                        ) -> list[dict]:
     """Epoch seconds of truncated epochs scaled to a full epoch.
 
-    seconds = fixed part (epoch start, shuffle, negatives: measured) + the batch loop's
-    seconds per batch x batches per epoch.
+    seconds = fixed part (epoch start, shuffle, negatives: measured) + the first batch (it
+    pays per-epoch work, e.g. LATTICE's graph rebuild: measured) + the later batches' mean
+    seconds x the epoch's other batches.
     """
     out = []
     for row, part in zip(rows, partial):
         fixed = row["seconds"] - part["batch_seconds"]
-        per_batch = part["batch_seconds"] / max(part["batches"], 1)
-        out.append({**row, "seconds": fixed + per_batch * batches_per_epoch,
-                    "measured_batches": part["batches"]})
+        first = part.get("first_batch_seconds", 0.0)
+        later = part["batches"] - 1
+        if later > 0:
+            per_batch = (part["batch_seconds"] - first) / later
+            loop = first + per_batch * (batches_per_epoch - 1)
+        else:
+            loop = part["batch_seconds"] * batches_per_epoch
+        out.append({**row, "seconds": fixed + loop, "measured_batches": part["batches"],
+                    "first_batch_s": first})
     return out
 
 
@@ -316,7 +327,8 @@ def summarise_history(rows: list[dict], trainable: bool) -> dict:
     if trainable:
         out.update(epoch_s=statistics.median(seconds), first_epoch_s=seconds[0],
                    epochs=len(seconds), loss=rows[-1].get("loss"),
-                   measured_batches=rows[-1].get("measured_batches"))
+                   measured_batches=rows[-1].get("measured_batches"),
+                   first_batch_s=rows[-1].get("first_batch_s"))
     else:
         out.update(fit_s=seconds[0], epochs=0)
     return out

@@ -1,24 +1,31 @@
 """Full-ranking evaluation: every user with held-out items against every item.
 
 Users are scored in chunks (`model.score`; on CPU about 32 MiB of scores per chunk at most,
-see `chunk_users`), their training items (and, for the test pass on
-request, their validation items) are masked out, the top max(K) items are taken with
-`torch.topk`, and hits are looked up in the sorted keys `user * n_items + item` of the held-out
-pairs. The only Python loop is over user chunks.
+see `chunk_users`), their training items (and, for the test pass on request, their
+validation items) are masked out, and the top max(K) items are taken: on CPU with
+`crane.topk.top_k_rows` (exact; ties go to the lower item id), chunks spread over
+`torch.get_num_threads()` threads; on a GPU with `torch.topk`. Hits are then looked up, for
+all users at once, in the sorted keys `user * n_items + item` of the held-out pairs, and the
+metrics computed in one vectorised call. The only Python loop is over user chunks.
 """
 
 from __future__ import annotations
 
+import functools
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
+from threadpoolctl import ThreadpoolController
 
 from crane.data.processed import TEST, TRAIN, VALID, Interactions
 from crane.metrics import DEFAULT_KS, metric_columns, ranking_metrics
 from crane.models.base import Recommender
+from crane.topk import top_k_rows
 
 # On CPU a chunk's (users x items) float32 scores are kept to about this many entries
 # (32 MiB): blocks this small are reused from the heap instead of being freshly mapped (and
@@ -71,14 +78,14 @@ class FullRankingEvaluator:
 
         coo = truth.tocoo()
         keys = np.unique(coo.row.astype(np.int64) * self.n_items + coo.col)
-        self._truth_keys = torch.as_tensor(keys, device=self.device)
-        # Mask rows restricted to (and ordered like) the evaluated users.
+        self._truth_keys = keys
+        # Mask rows restricted to (and ordered like) the evaluated users, as flat offsets
+        # row * n_items + item into the scores of all evaluated users.
         mask_rows = sp.csr_matrix(mask)[self.users]
         self._mask_indptr = mask_rows.indptr.astype(np.int64)
-        self._mask_row = torch.as_tensor(
-            np.repeat(np.arange(len(self.users), dtype=np.int64), np.diff(mask_rows.indptr)),
-            device=self.device)
-        self._mask_col = torch.as_tensor(mask_rows.indices.astype(np.int64), device=self.device)
+        self._mask_flat = (np.repeat(np.arange(len(self.users), dtype=np.int64),
+                                     np.diff(mask_rows.indptr)) * self.n_items
+                           + mask_rows.indices.astype(np.int64))
 
     @classmethod
     def for_split(cls, interactions: Interactions, which: int, mask_valid_in_test: bool = False,
@@ -98,51 +105,81 @@ class FullRankingEvaluator:
     def evaluate(self, model: Recommender, topk: int = 0) -> EvaluationResult:
         """Metrics of `model` (eval mode, no gradients); `topk` > 0 also returns top-K lists."""
         n_ranks = min(max(max(self.ks), topk), self.n_items)
-        per_user = {name: np.empty(len(self.users)) for name in metric_columns(self.ks)}
-        top_lists = np.empty((len(self.users), min(topk, self.n_items)), np.int64) if topk else None
+        ranked = np.empty((len(self.users), n_ranks), np.int64)
+        starts = range(0, len(self.users), self.chunk_size)
+        workers = min(torch.get_num_threads(), len(starts))
         was_training = model.training
         model.eval()
         try:
             with torch.no_grad():
                 model.prepare_scoring()
-                for start in range(0, len(self.users), self.chunk_size):
-                    stop = min(start + self.chunk_size, len(self.users))
-                    users = torch.as_tensor(self.users[start:stop], device=self.device)
-                    ranked = self._top_items(model, users, start, stop, n_ranks)
-                    hits = self._hits(users, ranked)
-                    n_rel = torch.as_tensor(self.n_test[start:stop], device=self.device)
-                    for name, value in ranking_metrics(hits, n_rel, self.ks).items():
-                        per_user[name][start:stop] = value.cpu().numpy()
-                    if top_lists is not None:
-                        top_lists[start:stop] = ranked[:, :top_lists.shape[1]].cpu().numpy()
+            if self.device.type == "cpu" and workers > 1:
+                # One chunk per thread, each single-threaded: no BLAS/OpenMP thread team
+                # waiting on a busy core, and numpy's top-k (one thread) runs on both cores.
+                with single_threaded_kernels(), ThreadPoolExecutor(workers) as pool:
+                    for _ in pool.map(lambda s: self._rank_chunk(model, s, ranked), starts):
+                        pass
+            else:
+                for start in starts:
+                    self._rank_chunk(model, start, ranked)
         finally:
             model.train(was_training)
+        hits = self._hits(ranked[:, :max(self.ks)])
+        values = ranking_metrics(hits, self.n_test, self.ks)
+        per_user = {name: values[name].numpy() for name in metric_columns(self.ks)}
         frame = pd.DataFrame({"user_id": self.users, "n_train": self.n_train,
                               "n_test": self.n_test, **per_user})
         means = {name: float(values.mean()) if len(values) else float("nan")
                  for name, values in per_user.items()}
+        top_lists = ranked[:, :min(topk, self.n_items)].copy() if topk else None
         return EvaluationResult(means, frame, top_lists, self.users)
 
-    def _top_items(self, model: Recommender, users: torch.Tensor, start: int, stop: int,
-                   n_ranks: int) -> torch.Tensor:
-        scores = model.score(users)
-        if scores.shape != (len(users), self.n_items):
+    def _rank_chunk(self, model: Recommender, start: int, ranked: np.ndarray) -> None:
+        """Writes the top items of the users in chunk `start` into their rows of `ranked`."""
+        stop = min(start + self.chunk_size, len(self.users))
+        with torch.no_grad():  # grad mode is per thread
+            scores = model.score(torch.as_tensor(self.users[start:stop], device=self.device))
+        if scores.shape != (stop - start, self.n_items):
             raise ValueError(f"{type(model).__name__}.score returned shape {tuple(scores.shape)}, "
-                             f"expected ({len(users)}, {self.n_items})")
+                             f"expected ({stop - start}, {self.n_items})")
         if scores._is_view() or not scores.is_contiguous():
             scores = scores.contiguous().clone()  # never write into a model's cached tensor
         scores = scores.float() if scores.dtype != torch.float32 else scores
         lo, hi = self._mask_indptr[start], self._mask_indptr[stop]
-        scores[self._mask_row[lo:hi] - start, self._mask_col[lo:hi]] = -torch.inf
-        ranked = torch.topk(scores, n_ranks, dim=1).indices
-        return ranked
+        flat = self._mask_flat[lo:hi] - start * self.n_items
+        n_ranks = ranked.shape[1]
+        if scores.device.type == "cpu":
+            table = scores.numpy()
+            table.reshape(-1)[flat] = -np.inf
+            ranked[start:stop] = top_k_rows(table, n_ranks)
+        else:
+            scores.view(-1)[torch.as_tensor(flat, device=scores.device)] = -torch.inf
+            ranked[start:stop] = torch.topk(scores, n_ranks, dim=1).indices.cpu().numpy()
 
-    def _hits(self, users: torch.Tensor, ranked: torch.Tensor) -> torch.Tensor:
+    def _hits(self, ranked: np.ndarray) -> np.ndarray:
         """(n_users, max K) boolean: is the item at each rank held out for that user."""
-        query = users[:, None] * self.n_items + ranked
-        where = torch.searchsorted(self._truth_keys, query).clamp_(max=len(self._truth_keys) - 1)
+        query = self.users[:, None] * self.n_items + ranked
+        where = np.searchsorted(self._truth_keys, query).clip(max=len(self._truth_keys) - 1)
         hits = self._truth_keys[where] == query
         missing = max(self.ks) - hits.shape[1]
         if missing > 0:  # fewer items than K: the absent ranks are misses
-            hits = torch.cat([hits, hits.new_zeros((hits.shape[0], missing))], dim=1)
-        return hits[:, :max(self.ks)]
+            hits = np.concatenate([hits, np.zeros((hits.shape[0], missing), bool)], axis=1)
+        return hits
+
+
+@contextmanager
+def single_threaded_kernels():
+    """torch, BLAS and OpenMP at one thread each inside the block (restored after)."""
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with _thread_pools().limit(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(torch_threads)
+
+
+@functools.cache
+def _thread_pools() -> ThreadpoolController:
+    """The loaded BLAS / OpenMP libraries (found once: the scan takes milliseconds)."""
+    return ThreadpoolController()

@@ -9,6 +9,7 @@ from torch import nn
 
 from crane.models import register
 from crane.models.base import Recommender, TrainData, bpr_loss, emb_loss
+from crane.models.layers import dot_scores
 
 
 @register("bpr")
@@ -34,4 +35,4 @@ class BPR(Recommender):
                 "reg": self.reg_weight * emb_loss(user_e, pos_e, neg_e)}
 
     def score(self, users: torch.Tensor) -> torch.Tensor:
-        return self.user_embedding(users) @ self.item_embedding.weight.T
+        return dot_scores(self.user_embedding(users), self.item_embedding.weight)

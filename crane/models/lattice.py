@@ -38,7 +38,10 @@ Top-k of a row does not depend on other rows, and normalisation and propagation 
 involve the kept entries, so the numbers equal the dense formulation's (up to float
 rounding and exact ties in top-k); the tests compare both on small data. MMRec also
 projects all features at every batch although it only needs them when the graph is
-rebuilt: here they are projected at rebuilds only (same numbers).
+rebuilt: here they are projected at rebuilds only (same numbers). The product with the
+differentiable graph uses `crane.models.layers.csr_mm_with_value_grad`, whose backward is
+O(nnz x d) (torch's own backward of a CSR product with gradient-carrying values does dense
+N x N work: 4 GB per product at Electronics); the constant products go through scipy on CPU.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ from crane.graphs.item_knn import cached_neighbours, knn_weighted_graph, top_k_c
 from crane.graphs.user_item import to_torch_sparse
 from crane.models import register
 from crane.models.base import Recommender, TrainData, content_modalities
-from crane.models.freedom import constant_sparse_mm
+from crane.models.layers import constant_sparse_mm, csr_mm_with_value_grad, dot_scores
 
 HPARAMS = ("embedding_size", "feat_embed_dim", "knn_k", "lambda_coeff", "n_layers",
            "n_ui_layers", "reg_weight", "train_features")
@@ -203,7 +206,7 @@ class LATTICE(Recommender):
         transpose is given."""
         h = self.item_id_embedding.weight
         for _ in range(self.n_layers):
-            h = (item_graph @ h if item_graph_t is None
+            h = (csr_mm_with_value_grad(item_graph, h) if item_graph_t is None
                  else constant_sparse_mm(item_graph, item_graph_t, h))
         layer = torch.cat([self.user_embedding.weight, self.item_id_embedding.weight])
         total = layer
@@ -237,10 +240,11 @@ class LATTICE(Recommender):
         return terms
 
     def prepare_scoring(self) -> None:
-        self._scoring = self.propagate(self.build_item_graph())
+        graph = self.build_item_graph().detach()
+        self._scoring = self.propagate(graph, graph)  # no gradient: the transpose is unused
 
     def score(self, users: torch.Tensor) -> torch.Tensor:
         if self._scoring is None:
             self.prepare_scoring()
         all_users, all_items = self._scoring
-        return all_users[users] @ all_items.T
+        return dot_scores(all_users[users], all_items)

@@ -7,6 +7,10 @@
   only the rows it needs (never a dense N x N object).
 - `degree_sensitive_edge_dropout`: FREEDOM's per-epoch pruning of the user-item graph.
 - `lightgcn_propagate`, `info_nce`.
+- `constant_sparse_mm`, `constant_sparse_rows_mm`, `csr_mm_with_value_grad`, `csr_matmul`:
+  CSR x dense products (scipy on CPU), for a constant graph (all rows, or some) and for one
+  whose values carry gradient (LATTICE).
+- `dot_scores`: users @ items.T for scoring (numpy's BLAS on CPU).
 
 All fusion modules take the modality tokens of a batch of entities as one (M, B, d) tensor
 (M = number of modalities, slice m holds modality m) and return one (B, d) vector per entity.
@@ -14,6 +18,9 @@ All fusion modules take the modality tokens of a batch of entities as one (M, B,
 
 from __future__ import annotations
 
+import functools
+import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,7 +58,7 @@ class RCAStep(nn.Module):
         self.query_self = _per_modality_weight(n_modalities, dim, 2 * dim)  # [W_q^m | W_a^m]
         self.context_proj = _per_modality_weight(n_modalities, dim, dim)  # W_c^m
         self.out_proj = _per_modality_weight(n_modalities, dim, dim)  # W_o^m
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = FastDropout(dropout)
         self.scale = dim ** -0.5
 
     def _parts(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -136,6 +143,25 @@ class PrototypeAttentionFusion(nn.Module):
         return attended.mean(dim=1)
 
 
+class FastDropout(nn.Module):
+    """Inverted dropout (as nn.Dropout: zero with probability p, scale the rest by 1/(1-p);
+    identity in eval mode) with the mask drawn by `torch.rand`: on CPU torch's `bernoulli_`
+    behind nn.Dropout costs about twice as much, and the RCA branch of a Baby-sized step
+    holds over a million entries per step."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.rand(x.shape, device=x.device) >= self.p
+        return x * keep * (1.0 / (1.0 - self.p))
+
+
 def _concat_tokens(tokens: torch.Tensor) -> torch.Tensor:
     """(M, B, d) -> (B, M d): the concatenation [h^1, ..., h^M] of every entity."""
     return tokens.transpose(0, 1).reshape(tokens.shape[1], -1)
@@ -214,6 +240,164 @@ def multi_hop_blocks(graph: CsrGraph, targets: torch.Tensor, hops: int) -> list[
     return blocks
 
 
+# --------------------------------------------------------------------------- sparse products
+# torch's CPU CSR x dense product is 2.7-5.7x slower than scipy's on this machine
+# (benchmarks/README.md, hot spot 4): on CPU, float32 products go through scipy views of the
+# same arrays, split into two row halves on two threads when torch may use two.
+
+_RowHalves = tuple[sp.csr_matrix, sp.csr_matrix, int]  # top rows, bottom rows, split row
+_SCIPY_VIEWS: dict[int, tuple[sp.csr_matrix, _RowHalves]] = {}
+
+
+def scipy_view(matrix: torch.Tensor) -> tuple[sp.csr_matrix, _RowHalves]:
+    """(scipy CSR, (top rows, bottom rows, split row)) of a CPU torch CSR tensor, cached for as
+    long as the tensor lives (graphs are built once and multiplied many times)."""
+    key = id(matrix)
+    cached = _SCIPY_VIEWS.get(key)
+    if cached is None:
+        crow = matrix.crow_indices().numpy()
+        whole = sp.csr_matrix((matrix.values().detach().numpy(), matrix.col_indices().numpy(),
+                               crow), shape=tuple(matrix.shape))
+        split = int(np.searchsorted(crow, crow[-1] / 2))  # half of the nonzeros each
+        cached = (whole, (whole[:split], whole[split:], split))
+        _SCIPY_VIEWS[key] = cached
+        weakref.finalize(matrix, _SCIPY_VIEWS.pop, key, None)
+    return cached
+
+
+def csr_matmul(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    """matrix @ dense for a CSR tensor, outside autograd (row by row, so exactly as torch's
+    up to the order of each row's float additions)."""
+    if (dense.device.type != "cpu" or dense.dtype != torch.float32
+            or matrix.dtype != torch.float32):
+        return matrix.detach() @ dense.detach()
+    whole, (top, bottom, split) = scipy_view(matrix)
+    x = dense.detach().contiguous().numpy()
+    if torch.get_num_threads() > 1 and 0 < split < whole.shape[0]:
+        # scipy releases the GIL: the two row halves run on two cores
+        future = _spmm_executor().submit(top.__matmul__, x)
+        lower = bottom @ x
+        out = np.concatenate([future.result(), lower])
+    else:
+        out = whole @ x
+    return torch.from_numpy(np.asarray(out, dtype=np.float32))
+
+
+@functools.cache
+def _spmm_executor() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="csr-matmul")
+
+
+class _ConstantCsrMM(torch.autograd.Function):
+    """matrix @ dense, backward transpose @ grad with the transpose given up front.
+
+    torch's own backward of a CSR product converts and sorts the indices at every call;
+    for a graph fixed for many batches that costs as much as the product itself.
+    """
+
+    @staticmethod
+    def forward(ctx, dense: torch.Tensor, matrix: torch.Tensor,
+                transpose: torch.Tensor) -> torch.Tensor:
+        ctx.transpose = transpose
+        return csr_matmul(matrix, dense)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return csr_matmul(ctx.transpose, grad), None, None
+
+
+def constant_sparse_mm(matrix: torch.Tensor, transpose: torch.Tensor,
+                       dense: torch.Tensor) -> torch.Tensor:
+    """`matrix @ dense` for a constant CSR `matrix` (gradient to `dense` only)."""
+    return _ConstantCsrMM.apply(dense, matrix, transpose)
+
+
+class _ConstantCsrRowsMM(torch.autograd.Function):
+    """matrix[rows] @ dense for a constant CSR matrix (CPU: a scipy row block of it)."""
+
+    @staticmethod
+    def forward(ctx, dense: torch.Tensor, block: sp.csr_matrix) -> torch.Tensor:
+        ctx.block = block
+        return torch.from_numpy(np.asarray(block @ dense.detach().contiguous().numpy(),
+                                           dtype=np.float32))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return torch.from_numpy(np.asarray(ctx.block.T @ grad.contiguous().numpy(),
+                                           dtype=np.float32)), None
+
+
+def constant_sparse_rows_mm(matrix: torch.Tensor, transpose: torch.Tensor, rows: torch.Tensor,
+                            dense: torch.Tensor) -> torch.Tensor:
+    """`(matrix @ dense)[rows]` for a constant CSR `matrix`, computing only those rows on CPU
+    (each row the same product as in `constant_sparse_mm`, so the same values)."""
+    if (dense.device.type != "cpu" or dense.dtype != torch.float32
+            or matrix.dtype != torch.float32):
+        return constant_sparse_mm(matrix, transpose, dense)[rows]
+    whole, _ = scipy_view(matrix)
+    return _ConstantCsrRowsMM.apply(dense, whole[rows.numpy()])
+
+
+# Entries per block of the value gradient <grad_out[row], dense[col]>: bounds its temporary
+# (entries x d floats) to 64 MiB at d = 64.
+VALUE_GRAD_BLOCK = 1 << 18
+
+
+class _CsrValuesMM(torch.autograd.Function):
+    """A @ dense where A's values carry gradient, in O(nnz x d) time and memory.
+
+    torch's backward of a CSR product with differentiable values materialises dense N x N
+    work (benchmarks/README.md, hot spot 2). Here, for out = A @ dense:
+    grad(values[e]) = <grad_out[row e], dense[col e]> and grad(dense) = A^T grad_out.
+    """
+
+    @staticmethod
+    def forward(ctx, values: torch.Tensor, dense: torch.Tensor, matrix: torch.Tensor):
+        ctx.save_for_backward(dense)
+        ctx.matrix = matrix
+        return csr_matmul(matrix, dense)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (dense,) = ctx.saved_tensors
+        matrix = ctx.matrix
+        grad_values = grad_dense = None
+        if ctx.needs_input_grad[0]:
+            crow, col = matrix.crow_indices(), matrix.col_indices()
+            row = torch.repeat_interleave(torch.arange(matrix.shape[0], device=crow.device),
+                                          crow.diff())
+            grad_values = torch.empty(len(col), dtype=grad.dtype, device=grad.device)
+            for start in range(0, len(col), VALUE_GRAD_BLOCK):
+                stop = start + VALUE_GRAD_BLOCK
+                grad_values[start:stop] = (grad[row[start:stop]] * dense[col[start:stop]]).sum(1)
+        if ctx.needs_input_grad[1]:
+            transpose = matrix.detach().to_sparse_coo().t().coalesce().to_sparse_csr()
+            grad_dense = csr_matmul(transpose, grad)
+        return grad_values, grad_dense, None
+
+
+def csr_mm_with_value_grad(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    """matrix @ dense for a CSR tensor whose values() carry gradient (and dense's)."""
+    return _CsrValuesMM.apply(matrix.values(), dense, matrix.detach())
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def dot_scores(users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """users @ items.T; on CPU outside autograd through numpy's BLAS.
+
+    numpy's OpenBLAS sgemm costs about half of torch's MKL one on this machine's AMD CPU for
+    the (users x 64) @ (64 x items) scoring products (benchmarks/README.md, hot spot 5). The
+    two libraries sum in different orders, so scores may differ in the last bit.
+    """
+    needs_grad = torch.is_grad_enabled() and (users.requires_grad or items.requires_grad)
+    if (users.device.type != "cpu" or needs_grad or users.dtype != torch.float32
+            or items.dtype != torch.float32):
+        return users @ items.T
+    return torch.from_numpy(np.matmul(users.detach().numpy(), items.detach().numpy().T))
+
+
 # --------------------------------------------------------------------------- user-item graph
 
 
@@ -256,9 +440,16 @@ def _edge_norm(user: torch.Tensor, item: torch.Tensor, n_users: int, n_items: in
 def degree_sensitive_edge_dropout(edges: BipartiteEdges, drop_rate: float,
                                   generator: torch.Generator,
                                   device: torch.device | str = "cpu") -> torch.Tensor:
+    """`degree_sensitive_dropped_adjacency` as a torch sparse CSR tensor on `device`."""
+    return to_torch_sparse(degree_sensitive_dropped_adjacency(edges, drop_rate, generator),
+                           device)
+
+
+def degree_sensitive_dropped_adjacency(edges: BipartiteEdges, drop_rate: float,
+                                       generator: torch.Generator) -> sp.csr_matrix:
     """FREEDOM's pruned graph: keep int(E (1 - rate)) edges sampled without replacement with
     probability proportional to 1/sqrt(deg u deg i), renormalise D^-1/2 A D^-1/2 on the
-    kept edges; returns the symmetric (U+N) x (U+N) adjacency as a torch sparse CSR tensor."""
+    kept edges; returns the symmetric (U+N) x (U+N) adjacency (scipy CSR, float32)."""
     n_keep = int(len(edges.weight) * (1.0 - drop_rate))
     kept = torch.multinomial(edges.weight, n_keep, replacement=False, generator=generator)
     user, item = edges.user[kept], edges.item[kept]
@@ -266,9 +457,8 @@ def degree_sensitive_edge_dropout(edges: BipartiteEdges, drop_rate: float,
     n_nodes = edges.n_users + edges.n_items
     rows = np.concatenate([user.numpy(), item.numpy() + edges.n_users])
     cols = np.concatenate([item.numpy() + edges.n_users, user.numpy()])
-    adjacency = sp.csr_matrix((np.concatenate([values, values]), (rows, cols)),
-                              shape=(n_nodes, n_nodes))
-    return to_torch_sparse(adjacency, device)
+    return sp.csr_matrix((np.concatenate([values, values]), (rows, cols)),
+                         shape=(n_nodes, n_nodes), dtype=np.float32)
 
 
 # --------------------------------------------------------------------------- contrastive loss
@@ -302,7 +492,7 @@ class _SharedExpInfoNCE(torch.autograd.Function):
     def forward(ctx, a: torch.Tensor, b: torch.Tensor, tau: float) -> torch.Tensor:
         n = a.shape[0]
         shift = 1.0 / tau
-        exp = torch.mm(a, b.T).mul_(shift).sub_(shift).exp_()  # exp(logits - 1/tau)
+        exp = dot_scores(a, b).mul_(shift).sub_(shift).exp_()  # exp(logits - 1/tau)
         row_sum, col_sum = exp.sum(dim=1), exp.sum(dim=0)
         positive = (a * b).sum(dim=1) * shift - shift
         loss = 0.5 * ((row_sum.log() - positive).sum() + (col_sum.log() - positive).sum()) / n
@@ -316,7 +506,9 @@ class _SharedExpInfoNCE(torch.autograd.Function):
         scale = grad_output / (2.0 * a.shape[0] * ctx.tau)
         # d loss / d logits = (softmax_rows + softmax_cols) / 2n - I / n (exp stays intact
         # for a backward with retain_graph)
-        grad = (exp / row_sum.unsqueeze(1)).add_(exp / col_sum.unsqueeze(0))
+        grad = exp * row_sum.reciprocal().unsqueeze(1)
+        grad.addcmul_(exp, col_sum.reciprocal().unsqueeze(0))
         grad.diagonal().sub_(2.0)
         grad.mul_(scale)
-        return grad @ b, grad.T @ a, None
+        # dot_scores(x, y) = x @ y.T (numpy's BLAS on CPU: about twice MKL's speed here)
+        return dot_scores(grad, b.T), dot_scores(grad.T, a.T), None

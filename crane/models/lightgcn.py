@@ -2,8 +2,10 @@
 
 Final embeddings are the mean of layers 0..L, where layer l+1 = A_hat @ layer l and A_hat is
 the symmetric D^-1/2 A D^-1/2 bipartite adjacency of the training interactions. Every batch
-propagates the whole graph (as MMRec does); the loss is BPR on the final embeddings plus
-reg_weight * EmbLoss of the layer-0 (ego) embeddings of the batch's users and items.
+propagates the whole graph (as MMRec does) except for the last layer, which is computed only
+at the batch's rows, the only ones the loss reads (same values); the loss is BPR on the final
+embeddings plus reg_weight * EmbLoss of the layer-0 (ego) embeddings of the batch's users and
+items.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torch import nn
 from crane.graphs.user_item import symmetric_bipartite_adjacency, to_torch_sparse
 from crane.models import register
 from crane.models.base import Recommender, TrainData, bpr_loss, emb_loss
+from crane.models.layers import dot_scores
 
 
 class BipartitePropagation:
@@ -70,6 +73,18 @@ class BipartitePropagation:
     def step(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return _BipartiteStep.apply(users, items, self)
 
+    def rows_step(self, users: torch.Tensor, items: torch.Tensor, user_rows: torch.Tensor,
+                  item_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`step(users, items)` at the given rows only: (R[user_rows] @ items,
+        R^T[item_rows] @ users). Each row is the same product as in `step`, so the values
+        are identical; the cost is that of the rows' nonzeros."""
+        if self.backend == "torch":
+            to_users, to_items = self.step(users, items)
+            return to_users[user_rows], to_items[item_rows]
+        user_block = self.user_item[user_rows.numpy()]
+        item_block = self.item_user[item_rows.numpy()]
+        return (_RowsProduct.apply(items, user_block), _RowsProduct.apply(users, item_block))
+
 
 @functools.cache
 def _executor() -> ThreadPoolExecutor:
@@ -87,6 +102,19 @@ class _BipartiteStep(torch.autograd.Function):
         # out_users = R @ items, out_items = R^T @ users
         grad_of_users, grad_of_items = ctx.propagation.products(grad_items, grad_users)
         return grad_of_users, grad_of_items, None
+
+
+class _RowsProduct(torch.autograd.Function):
+    """block @ dense for a constant scipy CSR block of rows; backward block^T @ grad."""
+
+    @staticmethod
+    def forward(ctx, dense, block: sp.csr_matrix):
+        ctx.block = block
+        return torch.from_numpy(np.asarray(block @ dense.detach().contiguous().numpy()))
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.from_numpy(np.asarray(ctx.block.T @ grad.contiguous().numpy())), None
 
 
 @register("lightgcn")
@@ -122,15 +150,40 @@ class LightGCN(Recommender):
         user_sum, item_sum = self.layer_sums()
         return user_sum / (self.n_layers + 1), item_sum / (self.n_layers + 1)
 
+    def batch_layer_sums(self, users: torch.Tensor, items: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`layer_sums()` at the rows `users` and `items` only.
+
+        Layers 0..L-1 are propagated over the whole graph (layer L reads all of layer L-1),
+        layer L only at the distinct rows the batch reads: the same values (every row is the
+        same product), the last layer's cost cut to the batch's share of the graph.
+        """
+        user_emb, item_emb = self.user_embedding.weight, self.item_embedding.weight
+        if self.n_layers == 0:
+            return user_emb[users], item_emb[items]
+        user_rows, user_at = torch.unique(users, return_inverse=True)
+        item_rows, item_at = torch.unique(items, return_inverse=True)
+        layer_users, layer_items = user_emb, item_emb
+        user_sum, item_sum = user_emb, item_emb
+        for _ in range(self.n_layers - 1):
+            layer_users, layer_items = self.propagation.step(layer_users, layer_items)
+            user_sum, item_sum = user_sum + layer_users, item_sum + layer_items
+        last_users, last_items = self.propagation.rows_step(layer_users, layer_items,
+                                                            user_rows, item_rows)
+        # one gather per side (its backward scatters into a full table); the additions run
+        # in the same order as layer_sums', so the values are bitwise the same
+        user_sum, item_sum = user_sum[user_rows] + last_users, item_sum[item_rows] + last_items
+        return user_sum[user_at], item_sum[item_at]
+
     def loss(self, users: torch.Tensor, pos_items: torch.Tensor,
              neg_items: torch.Tensor | None) -> dict[str, torch.Tensor]:
         self._scoring = None
-        user_sum, item_sum = self.layer_sums()
+        items = torch.cat([pos_items, neg_items])
+        user_sum, item_sum = self.batch_layer_sums(users, items)
         # the mean over layers, taken on the batch's rows only (same values, less work)
         layers = self.n_layers + 1
-        items = torch.cat([pos_items, neg_items])
-        user_e = user_sum[users] / layers
-        pos_e, neg_e = (item_sum[items] / layers).split(len(users))
+        user_e = user_sum / layers
+        pos_e, neg_e = (item_sum / layers).split(len(users))
         pos_scores = (user_e * pos_e).sum(dim=1)
         neg_scores = (user_e * neg_e).sum(dim=1)
         pos_ego, neg_ego = self.item_embedding(items).split(len(users))
@@ -144,7 +197,7 @@ class LightGCN(Recommender):
         if self._scoring is None:
             self.prepare_scoring()
         user_all, item_all = self._scoring
-        return user_all[users] @ item_all.T
+        return dot_scores(user_all[users], item_all)
 
     def train(self, mode: bool = True) -> "LightGCN":
         if mode:

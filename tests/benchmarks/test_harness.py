@@ -133,3 +133,13 @@ def test_max_batches_times_part_of_an_epoch(tmp_path):
     assert (bpr["measured_batches"], bpr["batches_per_epoch"]) == (1, 2)
     assert bpr["epoch_s"] > 0
     assert "extrapolated from 1 of 2 batches" in (tmp_path / "benchmark.md").read_text()
+
+
+def test_extrapolation_counts_the_first_batch_once():
+    import measure
+
+    rows = [{"seconds": 13.0}]  # 1 s fixed + 12 s for 5 batches: the first 8 s, then 1 s each
+    partial = [{"batch_seconds": 12.0, "batches": 5, "first_batch_seconds": 8.0}]
+    (row,) = measure.extrapolate_epochs(rows, partial, batches_per_epoch=100)
+    assert row["seconds"] == pytest.approx(1.0 + 8.0 + 99 * 1.0)
+    assert (row["measured_batches"], row["first_batch_s"]) == (5, 8.0)

@@ -138,3 +138,21 @@ def test_wrong_score_shape_is_reported():
     with pytest.raises(ValueError, match="score returned shape"):
         FullRankingEvaluator.for_split(inter, VALID).evaluate(
             Broken(np.zeros((inter.n_users, inter.n_items), np.float32)))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_tied_scores_rank_the_lower_item_first(threads):
+    inter = random_split(n_users=30, n_items=900, seed=9)
+    scores = np.random.default_rng(1).integers(0, 4, (30, 900)).astype(np.float32)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)  # 2: chunks of 4 users on two threads
+    try:
+        result = FullRankingEvaluator.for_split(inter, TEST, batch_size=4).evaluate(
+            FixedScores(scores), topk=50)
+    finally:
+        torch.set_num_threads(before)
+    train = inter.csr(TRAIN).toarray() > 0
+    for row, user in enumerate(result.users):
+        masked = np.where(train[user], -np.inf, scores[user]).astype(np.float32)
+        expected = np.argsort(-masked, kind="stable")[:50]
+        np.testing.assert_array_equal(result.topk[row], expected)

@@ -63,6 +63,27 @@ def test_lightgcn_gradient_matches_dense_autograd(processed_dir):
     assert torch.allclose(fast, ego.grad[:data.n_users], atol=1e-6)
 
 
+@pytest.mark.parametrize("n_layers", [0, 1, 3])
+def test_lightgcn_batch_rows_last_layer_equals_full_propagation(processed_dir, n_layers):
+    """The loss's last layer at the batch's rows only: same values, same gradients."""
+    data, _ = load_train_data(processed_dir, {}, "cpu", None)
+    model = build_model("lightgcn", data, defaults("lightgcn", n_layers=n_layers))
+    generator = torch.Generator().manual_seed(4)
+    users = torch.randint(data.n_users, (64,), generator=generator)   # with repeats
+    items = torch.randint(data.n_items, (128,), generator=generator)
+    fast_users, fast_items = model.batch_layer_sums(users, items)
+    (fast_users.square().sum() + fast_items.sin().sum()).backward()
+    fast_grads = [p.grad.clone() for p in (model.user_embedding.weight,
+                                           model.item_embedding.weight)]
+    model.zero_grad()
+    user_sum, item_sum = model.layer_sums()
+    assert torch.equal(fast_users, user_sum[users]) and torch.equal(fast_items, item_sum[items])
+    (user_sum[users].square().sum() + item_sum[items].sin().sum()).backward()
+    for fast, full in zip(fast_grads, (model.user_embedding.weight.grad,
+                                       model.item_embedding.weight.grad)):
+        torch.testing.assert_close(fast, full, rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_lightgcn_torch_backend_equals_scipy_backend(processed_dir, threads):
     """The GPU path (torch CSR) checked on CPU against the scipy path, values and gradients."""
@@ -84,6 +105,28 @@ def test_lightgcn_torch_backend_equals_scipy_backend(processed_dir, threads):
         results.append((out_users, out_items, users.grad, items.grad))
     for a, b in zip(*results):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_lightgcn_rows_step_backends_agree(processed_dir):
+    """rows_step on the GPU path (torch CSR, full step then rows) equals the scipy row blocks."""
+    from crane.graphs.user_item import symmetric_bipartite_adjacency
+    from crane.models.lightgcn import BipartitePropagation
+
+    data, _ = load_train_data(processed_dir, {}, "cpu", None)
+    adjacency = symmetric_bipartite_adjacency(data.train_matrix())
+    user_rows, item_rows = torch.tensor([0, 3, 5]), torch.tensor([1, 2, 7, 9])
+    results = []
+    for backend in ("scipy", "torch"):
+        propagation = BipartitePropagation(adjacency, data.n_users, "cpu", backend=backend)
+        users = torch.randn(data.n_users, 8, generator=torch.Generator().manual_seed(0),
+                            requires_grad=True)
+        items = torch.randn(data.n_items, 8, generator=torch.Generator().manual_seed(1),
+                            requires_grad=True)
+        out_users, out_items = propagation.rows_step(users, items, user_rows, item_rows)
+        (out_users.square().sum() + out_items.sin().sum()).backward()
+        results.append((out_users, out_items, users.grad, items.grad))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["mostpop", "bpr", "lightgcn"])

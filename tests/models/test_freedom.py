@@ -223,3 +223,21 @@ def test_bad_input_is_named(synthetic):
         get("freedom")(synthetic.data, {**HP, "dropout": 1.0})
     with pytest.raises(ValueError, match="freedom needs item features"):
         get("freedom")(only(synthetic.data), HP)
+
+
+@pytest.mark.parametrize("n_ui_layers", [0, 1, 2])
+def test_batch_rows_equal_the_full_propagation(synthetic, n_ui_layers):
+    """The loss's last user-item layer at the batch's rows only: same values and gradients."""
+    model = make(synthetic.data, n_ui_layers=n_ui_layers)
+    users, pos, neg = a_batch(synthetic.data)
+    items = torch.cat([pos, neg])
+    user_e, item_e = model.batch_embeddings(model.train_adjacency, users, items)
+    (user_e.square().sum() + item_e.sin().sum()).backward()
+    fast = [p.grad.clone() for p in (model.user_embedding.weight, model.item_id_embedding.weight)]
+    model.zero_grad()
+    all_users, all_items = model.propagate(model.train_adjacency)
+    assert torch.equal(user_e, all_users[users]) and torch.equal(item_e, all_items[items])
+    (all_users[users].square().sum() + all_items[items].sin().sum()).backward()
+    for got, want in zip(fast, (model.user_embedding.weight.grad,
+                                model.item_id_embedding.weight.grad)):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
