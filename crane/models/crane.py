@@ -23,9 +23,11 @@ from the paper, the prototype/MMRec and our own design is listed in docs/crane-m
 
 Efficiency: a training step computes z only for the batch's distinct users and for the items
 the batch's positive/negative items reach in A_ii^L (row gathers of the CSR graph), projecting
-the union of those items and of the users' training items once; the behavioural view
-propagates the sparse user-item graph. Loss and gradients equal those of computing everything
-(tests/models/test_crane.py checks it). Nothing N x N or U x U is ever dense.
+the union of those items and of the users' training items once and fusing items and users in
+one RCA pass; the behavioural view propagates the user-item graph as its two blocks R, R^T
+(scipy on CPU, several times faster than torch's CPU sparse kernels; torch CSR on GPU) and
+takes the layer mean on the batch's rows only. Loss and gradients equal those of computing
+everything (tests/models/test_crane.py checks it). Nothing N x N or U x U is ever dense.
 
 MMRec has no CRANE; the parts taken from its FREEDOM follow it (Xavier ID embeddings, 1/k
 kNN rows, edge dropout with its 1e-7 degree guard). The evaluation graph is the shared
@@ -50,8 +52,9 @@ from crane.models import register
 from crane.models.base import Recommender, TrainData, bpr_loss, emb_loss
 from crane.models.layers import (BipartiteEdges, ConcatFusion, CsrGraph,
                                  PrototypeAttentionFusion, RecursiveCrossModalAttention,
-                                 degree_sensitive_edge_dropout, info_nce, lightgcn_propagate,
+                                 degree_sensitive_dropped_adjacency, dot_scores, info_nce,
                                  multi_hop_blocks)
+from crane.models.lightgcn import BipartitePropagation
 
 MODALITIES = ("image", "text")  # token order: v, t (image_weight refers to "image")
 PROTOTYPE_HEADS = 4  # the prototype's nn.MultiheadAttention(d, 4)
@@ -80,6 +83,7 @@ class CraneConfig:
     n_ui_layers: int
     edge_drop_rate: float
     normalize_semantic: bool
+    learn_semantic_scale: bool
     semantic_ui_propagation: bool
     lambda_cl: float
     tau: float
@@ -202,6 +206,13 @@ class Crane(Recommender):
             self.fusion = ConcatFusion(dim, n_mod)
         self.fusion.to(device)
 
+        # 6. [design] option: how much of each semantic view enters e = b + gamma s (users,
+        # items), learned; the method adds s unweighted (gamma = 1).
+        if cfg.learn_semantic_scale:
+            # [users, items] with user profiles, [items] without (users have no s then)
+            self.semantic_scale = nn.Parameter(torch.ones(2 if cfg.uses_profiles else 1,
+                                                          device=device))
+
         # 2. User profiles: the normalised interaction matrix (D_u^-1 R or D_u^-1/2 R D_i^-1/2).
         if cfg.uses_profiles:
             self._set_csr("profile_graph", _profile_matrix(train, cfg.profile_norm))
@@ -217,9 +228,12 @@ class Crane(Recommender):
                 self._set_csr("item_graph", self._raw_item_graph)
 
         # 5. User-item graph: full for evaluation, edge-dropped per epoch for training.
+        # Kept as its two blocks R, R^T (scipy on CPU: several times faster than torch's CPU
+        # sparse kernels; torch CSR on GPU).
         self._edges = BipartiteEdges.from_matrix(train)
-        self._set_csr("ui_graph", symmetric_bipartite_adjacency(train))
-        self._train_adjacency: torch.Tensor | None = None
+        self._full_graph = BipartitePropagation(symmetric_bipartite_adjacency(train),
+                                                self.n_users, device)
+        self._train_graph: BipartitePropagation | None = None
         self._scoring: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # ----------------------------------------------------------------- construction helpers
@@ -275,16 +289,21 @@ class Crane(Recommender):
     # ----------------------------------------------------------------- representations
 
     def _item_tokens(self, items: torch.Tensor | None) -> torch.Tensor:
-        """Projected modality tokens [x_i^1, ..., x_i^M] of `items` (None: all): (n, M d).
+        """Projected modality tokens [x_i^1, ..., x_i^M] of `items` (None: all): (n, M d)."""
+        return torch.cat([projection(getattr(self, _feature_name(m)) if items is None
+                                     else getattr(self, _feature_name(m))[items])
+                          for m, projection in zip(self.modalities, self.projections)], dim=1)
 
-        When a step needs most items, projecting every row beats gathering the raw feature
-        rows first (a copy of n x D floats); the rows are the same either way.
+    def _token_table(self, needed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Tokens covering the sorted item ids `needed`, and how to look ids up in them.
+
+        When a step needs most items, every row is projected (no n x D gather copy of the raw
+        features) and looked up by item id; otherwise only `needed` is, looked up through a
+        binary search. Returns (tokens, needed or None for "row = item id").
         """
-        every = items is None or 2 * len(items) > self.n_items
-        tokens = torch.cat([projection(getattr(self, _feature_name(m)) if every
-                                       else getattr(self, _feature_name(m))[items])
-                            for m, projection in zip(self.modalities, self.projections)], dim=1)
-        return tokens if items is None or not every else tokens[items]
+        if 2 * len(needed) > self.n_items:
+            return self._item_tokens(None), None
+        return self._item_tokens(needed), needed
 
     def _fuse(self, flat_tokens: torch.Tensor) -> torch.Tensor:
         """z of entities given their (n, M d) tokens."""
@@ -292,64 +311,104 @@ class Crane(Recommender):
         return self.fusion(flat_tokens.view(n, len(self.modalities), -1).transpose(0, 1)
                            .contiguous())
 
-    def _behavioural(self, adjacency: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        ego = torch.cat([self.user_embedding, self.item_embedding], dim=0)
-        out = lightgcn_propagate(adjacency, ego, self.config.n_ui_layers)
-        return out[:self.n_users], out[self.n_users:]
+    def _layer_sums(self, graph: BipartitePropagation) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sum over LightGCN layers 0..L of the ID embeddings (users, items)."""
+        users, items = self.user_embedding, self.item_embedding
+        user_sum, item_sum = users, items
+        for _ in range(self.config.n_ui_layers):
+            users, items = graph.step(users, items)
+            user_sum, item_sum = user_sum + users, item_sum + items
+        return user_sum, item_sum
 
-    def _full_views(self, adjacency: torch.Tensor) -> _Views:
+    def _batch_behavioural(self, graph: BipartitePropagation, users: torch.Tensor,
+                           items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """b of the distinct `users` and `items`: layers 0..L-1 over the whole graph, layer L
+        (which nothing else reads) at these rows only; the same values as `_layer_sums`."""
+        n_layers = self.config.n_ui_layers
+        user_emb, item_emb = self.user_embedding, self.item_embedding
+        if n_layers == 0:
+            return user_emb[users], item_emb[items]
+        layer_users, layer_items = user_emb, item_emb
+        user_sum, item_sum = user_emb, item_emb
+        for _ in range(n_layers - 1):
+            layer_users, layer_items = graph.step(layer_users, layer_items)
+            user_sum, item_sum = user_sum + layer_users, item_sum + layer_items
+        last_users, last_items = graph.rows_step(layer_users, layer_items, users, items)
+        return ((user_sum[users] + last_users) / (n_layers + 1),
+                (item_sum[items] + last_items) / (n_layers + 1))
+
+    def _full_views(self, graph: BipartitePropagation) -> _Views:
         """Every user's and item's views (evaluation, and the reference for batch views)."""
         cfg = self.config
-        b_users, b_items = self._behavioural(adjacency)
+        layers = cfg.n_ui_layers + 1
+        user_sum, item_sum = self._layer_sums(graph)
+        b_users, b_items = user_sum / layers, item_sum / layers
         tokens = self._item_tokens(None)
         z_items = s_items = self._fuse(tokens)
         if cfg.item_graph:
-            graph = self._sparse("item_graph")
+            item_graph = self._sparse("item_graph")
             for _ in range(cfg.item_graph_layers):
-                s_items = torch.sparse.mm(graph, s_items)
+                s_items = torch.sparse.mm(item_graph, s_items)
         s_users = None
         if cfg.uses_profiles:
             # p_u^m = (norm R X^m)_u, which equals (norm R F_m)_u W_m + rowsum_u b_m
             s_users = self._fuse(torch.sparse.mm(self._sparse("profile_graph"), tokens))
         if cfg.uses_ui_propagation:
-            # Option: also spread [z_U; z_I] over the user-item graph (layers 1..L_ui).
-            spread = lightgcn_propagate(adjacency, torch.cat([s_users, z_items]),
-                                        cfg.n_ui_layers, include_ego=False)
-            s_users = s_users + spread[:self.n_users]
-            s_items = s_items + spread[self.n_users:]
+            # Option: also spread [z_U; z_I] over the user-item graph, mean of layers 1..L.
+            spread_users, spread_items = s_users, z_items
+            total_users, total_items = 0.0, 0.0
+            for _ in range(cfg.n_ui_layers):
+                spread_users, spread_items = graph.step(spread_users, spread_items)
+                total_users, total_items = total_users + spread_users, total_items + spread_items
+            if cfg.n_ui_layers:
+                s_users = s_users + total_users / cfg.n_ui_layers
+                s_items = s_items + total_items / cfg.n_ui_layers
         return _Views(b_users, b_items, s_users, s_items)
 
-    def _batch_views(self, adjacency: torch.Tensor, users: torch.Tensor,
+    def _batch_views(self, graph: BipartitePropagation, users: torch.Tensor,
                      items: torch.Tensor) -> _Views:
         """Views of the distinct `users` and `items` only (both sorted, unique).
 
-        z is computed for the items that `items` reach in A_ii^L, and the profile tokens of
-        `users` from the projected tokens of their training items: one projection of the
-        union of both sets.
+        z is computed for the items that `items` reach in A_ii^L and for `users` (whose
+        profile tokens come from the projected tokens of their training items) in one fusion
+        pass, from one projection of the union of the items both need.
         """
         cfg = self.config
-        b_users, b_items = self._behavioural(adjacency)
+        b_users, b_items = self._batch_behavioural(graph, users, items)
         blocks = (multi_hop_blocks(self._csr("item_graph"), items, cfg.item_graph_layers)
                   if cfg.item_graph else [])
         graph_items = blocks[-1].columns if blocks else items
         profiles = self._csr("profile_graph").rows(users) if cfg.uses_profiles else None
         needed = (graph_items if profiles is None
                   else torch.unique(torch.cat([graph_items, profiles.columns])))
-        tokens = self._item_tokens(needed)
+        tokens, ids = self._token_table(needed)
 
-        s_items = self._fuse(tokens if profiles is None
-                             else tokens[torch.searchsorted(needed, graph_items)])
+        def lookup(wanted: torch.Tensor) -> torch.Tensor:
+            if ids is None:
+                return tokens[wanted]
+            return tokens if wanted is ids else tokens[torch.searchsorted(ids, wanted)]
+
+        item_tokens = lookup(graph_items)
+        s_users = None
+        if profiles is None:
+            s_items = self._fuse(item_tokens)
+        else:
+            user_tokens = profiles.propagate(lookup(profiles.columns))
+            s_items, s_users = self._fuse(torch.cat([item_tokens, user_tokens])).split(
+                [len(graph_items), len(users)])
         for block in reversed(blocks):
             s_items = block.propagate(s_items)
-        s_users = None
-        if profiles is not None:
-            history = tokens[torch.searchsorted(needed, profiles.columns)]
-            s_users = self._fuse(profiles.propagate(history))
-        return _Views(b_users[users], b_items[items], s_users, s_items)
+        return _Views(b_users, b_items, s_users, s_items)
 
-    def _semantic(self, s: torch.Tensor | None) -> torch.Tensor | None:
-        if s is not None and self.config.normalize_semantic:
-            return nn.functional.normalize(s, dim=1)
+    def _semantic(self, s: torch.Tensor | None, side: str) -> torch.Tensor | None:
+        """The semantic view as added to the behavioural one: L2-normalised
+        (`normalize_semantic`), times a learned scalar per side (`learn_semantic_scale`)."""
+        if s is None:
+            return None
+        if self.config.normalize_semantic:
+            s = nn.functional.normalize(s, dim=1)
+        if self.config.learn_semantic_scale:
+            s = s * self.semantic_scale[0 if side == "users" else -1]
         return s
 
     # ----------------------------------------------------------------- training
@@ -357,10 +416,12 @@ class Crane(Recommender):
     def start_epoch(self, epoch: int, generator: torch.Generator) -> None:
         self._scoring = None
         if self.config.edge_drop_rate > 0:
-            self._train_adjacency = degree_sensitive_edge_dropout(
-                self._edges, self.config.edge_drop_rate, generator, self.user_embedding.device)
+            self._train_graph = BipartitePropagation(
+                degree_sensitive_dropped_adjacency(self._edges, self.config.edge_drop_rate,
+                                                   generator),
+                self.n_users, self.user_embedding.device)
         else:
-            self._train_adjacency = self._sparse("ui_graph")
+            self._train_graph = self._full_graph
         if self.config.item_graph and self.config.item_graph_source == "refined":
             # A function of the epoch number alone, so that a resumed run rebuilds at the
             # same epochs as an uninterrupted one (the buffer comes back with the checkpoint).
@@ -378,20 +439,20 @@ class Crane(Recommender):
         """restrict=False computes every view in full first: the reference for tests."""
         self._scoring = None
         cfg = self.config
-        adjacency = (self._train_adjacency if self._train_adjacency is not None
-                     else self._sparse("ui_graph"))
+        graph = self._train_graph if self._train_graph is not None else self._full_graph
         batch_users, user_pos = torch.unique(users, return_inverse=True)
         batch_items, item_pos = torch.unique(torch.cat([pos_items, neg_items]),
                                              return_inverse=True)
         if restrict and not cfg.uses_ui_propagation:
-            views = self._batch_views(adjacency, batch_users, batch_items)
+            views = self._batch_views(graph, batch_users, batch_items)
         else:
-            full = self._full_views(adjacency)
+            full = self._full_views(graph)
             views = _Views(full.b_users[batch_users], full.b_items[batch_items],
                            None if full.s_users is None else full.s_users[batch_users],
                            full.s_items[batch_items])
 
-        s_users, s_items = self._semantic(views.s_users), self._semantic(views.s_items)
+        s_users = self._semantic(views.s_users, "users")
+        s_items = self._semantic(views.s_items, "items")
         e_users = views.b_users if s_users is None else views.b_users + s_users
         e_items = views.b_items + s_items
         n_pos = len(pos_items)
@@ -415,8 +476,9 @@ class Crane(Recommender):
     def prepare_scoring(self) -> None:
         if self.config.item_graph and self.config.item_graph_source == "refined":
             self._mix_refined_graph()  # a restored checkpoint brings its own A_z
-        views = self._full_views(self._sparse("ui_graph"))
-        s_users, s_items = self._semantic(views.s_users), self._semantic(views.s_items)
+        views = self._full_views(self._full_graph)
+        s_users = self._semantic(views.s_users, "users")
+        s_items = self._semantic(views.s_items, "items")
         users = views.b_users if s_users is None else views.b_users + s_users
         self._scoring = (users, views.b_items + s_items)
 
@@ -425,7 +487,7 @@ class Crane(Recommender):
             with torch.no_grad():
                 self.prepare_scoring()
         user_final, item_final = self._scoring
-        return user_final[users] @ item_final.T
+        return dot_scores(user_final[users], item_final)
 
 
 def _profile_matrix(train: sp.csr_matrix, norm: str) -> sp.csr_matrix:

@@ -170,7 +170,7 @@ def test_item_graph_mixes_modalities_and_propagates_z(small):
                        atol=1e-6)
     with torch.no_grad():
         z = model._fuse(model._item_tokens(None))
-        views = model._full_views(model._sparse("ui_graph"))
+        views = model._full_views(model._full_graph)
     assert np.allclose(views.s_items.numpy(), expected_graph @ z.numpy(), atol=1e-5)
 
 
@@ -178,7 +178,7 @@ def test_item_graph_false_gives_s_equal_z(small):
     model = build(small.data, item_graph=False).eval()
     items = torch.tensor([1, 4, 9, 30])
     with torch.no_grad():
-        views = model._batch_views(model._sparse("ui_graph"), torch.tensor([0, 2]), items)
+        views = model._batch_views(model._full_graph, torch.tensor([0, 2]), items)
         z = model._fuse(model._item_tokens(items))
     assert torch.equal(views.s_items, z)
     assert not hasattr(model, "item_graph_crow")
@@ -187,15 +187,35 @@ def test_item_graph_false_gives_s_equal_z(small):
 def test_final_embeddings_add_behavioural_and_semantic_views(small):
     model = build(small.data, normalize_semantic=False).eval()
     with torch.no_grad():
-        views = model._full_views(model._sparse("ui_graph"))
+        views = model._full_views(model._full_graph)
         users, items = final_embeddings(model)
     assert torch.allclose(users, views.b_users + views.s_users)
     assert torch.allclose(items, views.b_items + views.s_items)
     normalised = build(small.data, normalize_semantic=True).eval()
     users, items = final_embeddings(normalised)
     with torch.no_grad():
-        views = normalised._full_views(normalised._sparse("ui_graph"))
+        views = normalised._full_views(normalised._full_graph)
     assert torch.allclose(items, views.b_items + F.normalize(views.s_items, dim=1), atol=1e-6)
+
+
+def test_learned_semantic_scale_multiplies_each_side(small):
+    """learn_semantic_scale: e_u = b_u + g_u s_u, e_i = b_i + g_i s_i (s normalised); g starts
+    at 1, so an untrained model scores as without the switch; off, no such parameter exists."""
+    assert not hasattr(build(small.data), "semantic_scale")
+    plain_users, plain_items = final_embeddings(build(small.data))
+    model = build(small.data, learn_semantic_scale=True).eval()
+    users, items = final_embeddings(model)
+    assert torch.allclose(users, plain_users) and torch.allclose(items, plain_items)
+    with torch.no_grad():
+        model.semantic_scale.copy_(torch.tensor([0.5, -2.0]))
+        views = model._full_views(model._full_graph)
+    users, items = final_embeddings(model)
+    assert torch.allclose(users, views.b_users + 0.5 * F.normalize(views.s_users, dim=1),
+                          atol=1e-6)
+    assert torch.allclose(items, views.b_items - 2.0 * F.normalize(views.s_items, dim=1),
+                          atol=1e-6)
+    assert build(small.data, learn_semantic_scale=True,
+                 user_profiles=False).semantic_scale.shape == (1,)
 
 
 def test_contrastive_term_is_infonce_of_distinct_users_and_positive_items(small):
@@ -204,7 +224,7 @@ def test_contrastive_term_is_infonce_of_distinct_users_and_positive_items(small)
     with torch.no_grad():
         terms = model.loss(users, pos, neg)
         items = torch.unique(torch.cat([pos, neg]))
-        views = model._batch_views(model._sparse("ui_graph"), torch.unique(users), items)
+        views = model._batch_views(model._full_graph, torch.unique(users), items)
         rows = torch.searchsorted(items, torch.unique(pos))
         expected = 0.5 * (info_nce(views.b_users, views.s_users, 0.2)
                           + info_nce(views.b_items[rows], views.s_items[rows], 0.2))
@@ -241,9 +261,10 @@ def test_user_profiles_false_makes_users_id_only(small):
     with torch.no_grad():
         terms = model.loss(users, pos, neg)
         items = torch.unique(torch.cat([pos, neg]))
-        views = model._batch_views(model._sparse("ui_graph"), torch.unique(users), items)
+        views = model._batch_views(model._full_graph, torch.unique(users), items)
         rows = torch.searchsorted(items, torch.unique(pos))
-        expected = 0.01 * info_nce(views.b_items[rows], views.s_items[rows], 0.2)
+        expected = model.config.lambda_cl * info_nce(views.b_items[rows], views.s_items[rows],
+                                                     0.2)
     assert views.s_users is None
     assert torch.allclose(terms["cl"], expected)
 
@@ -275,7 +296,7 @@ def test_prototype_variant(small):
     before, after = _user_part_after_feature_change(model)
     assert torch.equal(before, after)  # users ID-only
     with torch.no_grad():
-        views = model._full_views(model._sparse("ui_graph"))
+        views = model._full_views(model._full_graph)
         fused = model._fuse(model._item_tokens(None))
     assert torch.allclose(views.s_items, torch.sparse.mm(model._sparse("item_graph"), fused))
 
@@ -286,7 +307,8 @@ def test_prototype_variant(small):
 @pytest.mark.parametrize("overrides", [
     {}, {"fusion": "concat"}, {"variant": "prototype"}, {"trainable_features": True},
     {"rca_shared_weights": True, "profile_norm": "sym"}, {"semantic_ui_propagation": True},
-    {"item_graph_source": "refined"},
+    {"item_graph_source": "refined"}, {"learn_semantic_scale": True},
+    {"learn_semantic_scale": True, "user_profiles": False},
 ])
 def test_gradients_reach_every_parameter(small, overrides):
     model = build(small.data, **overrides)
@@ -327,6 +349,57 @@ def test_batch_only_computation_equals_full_computation(wide, overrides, monkeyp
     assert batch_grads.keys() == full_grads.keys()
     for name in full_grads:
         assert torch.allclose(batch_grads[name], full_grads[name], rtol=1e-4, atol=1e-7), name
+
+
+def test_batch_step_projecting_every_item_equals_full_computation(small, monkeypatch):
+    """When a step needs more than half the items, all are projected and looked up by id
+    (section 8's other branch): the same terms and gradients as the full computation."""
+    model = build(small.data, item_graph_layers=2)
+    model.eval()
+    users, pos, neg = batch(small.data, size=64, seed=2)
+    projected: list[int | None] = []
+    tokens_of = model._item_tokens
+    monkeypatch.setattr(model, "_item_tokens", lambda items: (
+        projected.append(None if items is None else len(items)) or tokens_of(items)))
+    results = []
+    for restrict in (True, False):
+        if restrict:
+            assert not projected
+        model.zero_grad()
+        terms = model._loss_terms(users, pos, neg, restrict=restrict)
+        sum(terms.values()).backward()
+        results.append(({k: v.detach() for k, v in terms.items()},
+                        {n: p.grad.clone() for n, p in model.named_parameters()}))
+    assert projected == [None, None]  # the batch step took the every-item branch too
+    (batch_terms, batch_grads), (full_terms, full_grads) = results
+    for name in full_terms:
+        assert torch.allclose(batch_terms[name], full_terms[name], rtol=1e-5, atol=1e-7), name
+    for name in full_grads:
+        assert torch.allclose(batch_grads[name], full_grads[name], rtol=1e-4, atol=1e-7), name
+
+
+def test_behavioural_view_is_lightgcn_mean_over_layers(small):
+    """Section 5: b = mean over l = 0..L of A^l [E_u; E_i], A = D^-1/2 A D^-1/2 of the training
+    graph (dense reference), through the scipy/torch propagation in evaluation and training."""
+    model = build(small.data, n_ui_layers=2, edge_drop_rate=0.0).eval()
+    train = small.data.train_matrix().toarray().astype(np.float64)
+    n_u, n_i = train.shape
+    adjacency = np.zeros((n_u + n_i, n_u + n_i))
+    adjacency[:n_u, n_u:], adjacency[n_u:, :n_u] = train, train.T
+    degree = adjacency.sum(1)
+    scale = np.where(degree > 0, degree, 1.0) ** -0.5
+    normalised = scale[:, None] * adjacency * scale[None, :]
+    ego = torch.cat([model.user_embedding, model.item_embedding]).detach().double().numpy()
+    expected = (ego + normalised @ ego + normalised @ normalised @ ego) / 3
+    with torch.no_grad():
+        views = model._full_views(model._full_graph)
+        users, items = torch.tensor([0, 3, 9]), torch.tensor([1, 2, 40])
+        model.start_epoch(0, torch.Generator().manual_seed(0))
+        batch_views = model._batch_views(model._train_graph, users, items)
+    assert np.allclose(views.b_users.numpy(), expected[:n_u], atol=1e-6)
+    assert np.allclose(views.b_items.numpy(), expected[n_u:], atol=1e-6)
+    assert np.allclose(batch_views.b_users.numpy(), expected[users.numpy()], atol=1e-6)
+    assert np.allclose(batch_views.b_items.numpy(), expected[n_u + items.numpy()], atol=1e-6)
 
 
 def test_scoring_all_users_equals_one_by_one_and_chunks(small):

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-from crane.models.layers import (BipartiteEdges, ConcatFusion, CsrGraph,
+from crane.models.layers import (BipartiteEdges, ConcatFusion, CsrGraph, FastDropout,
                                  PrototypeAttentionFusion, RCAStep,
                                  RecursiveCrossModalAttention, degree_sensitive_edge_dropout,
                                  info_nce, multi_hop_blocks)
@@ -105,6 +105,25 @@ def test_dropout_acts_in_training_only_and_entities_never_mix():
         assert torch.allclose(full, singles, atol=1e-6)
         rca.train()
         assert not torch.allclose(rca(tokens), full)
+
+
+def test_fast_dropout_is_inverted_dropout():
+    """Zero with probability p, survivors scaled by 1/(1-p), the same mask in backward;
+    identity in eval mode and at p = 0."""
+    torch.manual_seed(0)
+    dropout = FastDropout(0.3).train()
+    x = torch.full((200, 500), 2.0, requires_grad=True)
+    out = dropout(x)
+    kept = out != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.01
+    assert torch.allclose(out[kept], torch.tensor(2.0 / 0.7))
+    out.sum().backward()
+    assert torch.equal(x.grad != 0, kept)  # the gradient passes where the value passed
+    assert torch.allclose(x.grad[kept], torch.tensor(1.0 / 0.7))
+    assert dropout.eval()(x) is x
+    assert FastDropout(0.0).train()(x) is x
+    with pytest.raises(ValueError, match=r"dropout probability must be in \[0, 1\)"):
+        FastDropout(1.0)
 
 
 def test_concat_and_prototype_fusions():
