@@ -3,8 +3,9 @@
 The trainer knows nothing model-specific (crane/models/base.py is the whole contract):
 
 - trainable models: epochs of shuffled (user, positive, negative) batches, validation every
-  `eval_every` epochs, early stopping on the validation `valid_metric` after `patience`
-  evaluations without improvement; the test split is evaluated ONCE, on the best state.
+  `eval_every` epochs, early stopping on the validation `valid_metric` once more than
+  `patience` evaluations in a row bring no improvement (MMRec's rule, see EarlyStopping);
+  the test split is evaluated ONCE, on the best state.
 - non-trainable models (MostPop, ItemKNN-CBF): `fit()` once, then validation and test once.
 
 With a run folder the trainer also writes it (crane/runs.py) and resumes a killed run from
@@ -117,16 +118,27 @@ class RunResult:
 
 
 class EarlyStopping:
-    """Counts evaluations without improvement of a bigger-is-better metric."""
+    """MMRec's early stopping (utils.early_stopping) on a bigger-is-better metric.
 
-    def __init__(self, patience: int):
+    Two details of MMRec are kept because they decide the best epoch and when training ends:
+    - the metric is compared after rounding to `decimals` places (MMRec's evaluator rounds
+      every metric to 4 before early stopping sees it), and only a strictly bigger rounded
+      value is an improvement: a tie, or a gain lost in rounding, counts as a bad evaluation;
+    - training stops once the bad evaluations in a row EXCEED `patience` (MMRec's
+      `stopping_step`): with patience 20 the 21st evaluation without improvement stops it.
+    """
+
+    def __init__(self, patience: int, decimals: int | None = 4):
         self.patience = patience
+        self.decimals = decimals
         self.best = -math.inf
         self.best_epoch = 0
         self.bad_evaluations = 0
 
     def update(self, value: float, epoch: int) -> bool:
         """Record one evaluation; True when it is a new best."""
+        if self.decimals is not None:
+            value = float(np.round(value, self.decimals))
         if value > self.best:
             self.best, self.best_epoch, self.bad_evaluations = value, epoch, 0
             return True
@@ -135,7 +147,7 @@ class EarlyStopping:
 
     @property
     def should_stop(self) -> bool:
-        return self.bad_evaluations >= self.patience
+        return self.bad_evaluations > self.patience
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "best_epoch": self.best_epoch,

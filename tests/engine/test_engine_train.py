@@ -55,20 +55,31 @@ def test_early_stopping_counts_evaluations_without_improvement():
     assert not stopper.update(0.1, 2)            # equal is not an improvement
     assert stopper.update(0.2, 3)
     assert not stopper.update(0.15, 4) and not stopper.should_stop
-    assert not stopper.update(0.19, 5) and stopper.should_stop
+    assert not stopper.update(0.19, 5) and not stopper.should_stop   # patience reached ...
+    assert not stopper.update(0.18, 6) and stopper.should_stop       # ... and exceeded: stop
     assert stopper.best_epoch == 3
 
 
+def test_early_stopping_compares_the_metric_rounded_as_mmrec_does():
+    stopper = EarlyStopping(patience=5)
+    assert stopper.update(0.07531, 1)
+    assert not stopper.update(0.07534, 2)        # 0.0753 both: a gain lost in rounding
+    assert stopper.update(0.07536, 3)            # 0.0754
+    assert stopper.best_epoch == 3 and stopper.bad_evaluations == 0
+    exact = EarlyStopping(patience=5, decimals=None)
+    assert exact.update(0.07531, 1) and exact.update(0.07534, 2)
+
+
 def test_trainer_stops_after_patience_and_tests_the_best_epoch(clustered, train_data_of):
-    schedule = [0.0, 0.5, 3.0, 1.0, 0.2, 5.0, 5.0]   # best at epoch 3, then 2 bad ones
+    schedule = [0.0, 0.5, 3.0, 1.0, 0.2, 0.4, 5.0, 5.0]   # best at epoch 3, then 3 bad ones
     hparams = {"schedule": schedule, "oracle": oracle_of(clustered)}
-    config = TrainingConfig(epochs=7, patience=2, batch_size=512)
+    config = TrainingConfig(epochs=8, patience=2, batch_size=512)
     result = fit_and_evaluate(train_data_of(clustered), clustered, "test_scripted", hparams,
                               seed=0, training=config, **QUIET)
     assert result.best_epoch == 3
-    assert result.epochs_run == 5                       # epochs 6 and 7 never ran
+    assert result.epochs_run == 6                       # epochs 7 and 8 never ran
     assert result.stop_reason == "early_stopping"
-    assert [row["epoch"] for row in result.history] == [1, 2, 3, 4, 5]
+    assert [row["epoch"] for row in result.history] == [1, 2, 3, 4, 5, 6]
     assert result.valid["recall@20"] == result.history[2]["valid_recall@20"]
     # the test pass used epoch 3's state (quality 3.0: oracle dominates the noise)
     assert int(result.model.epoch) == 3
