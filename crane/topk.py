@@ -31,9 +31,7 @@ MIN_COLUMNS_PER_K = 8
 
 def top_k_rows(scores: np.ndarray, k: int) -> np.ndarray:
     """(n_rows, min(k, n_cols)) int64 column ids, best first, of a 2-d float32 array."""
-    _check(scores, k)
-    n_rows, n_cols = scores.shape
-    k = min(k, n_cols)
+    n_rows, n_cols, k = _checked_shape(scores, k)
     if k == 0 or n_rows == 0:
         return np.empty((n_rows, k), np.int64)
     if n_cols < MIN_COLUMNS_PER_K * k:
@@ -84,9 +82,7 @@ def _block_size(n_cols: int, k: int) -> int:
 
 def reference_top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """The same result by ordering every score of each row (the exact slow path)."""
-    _check(scores, k)
-    n_rows, n_cols = scores.shape
-    k = min(k, n_cols)
+    n_rows, n_cols, k = _checked_shape(scores, k)
     if k == 0 or n_rows == 0:
         return np.empty((n_rows, k), np.int64)
     column_bits = max(1, int(n_cols - 1).bit_length())
@@ -138,9 +134,12 @@ def _descending_keys(values: np.ndarray) -> np.ndarray:
     return np.int64(0xFFFFFFFF) - ordered
 
 
-def _check(scores: np.ndarray, k: int) -> None:
+def _checked_shape(scores: np.ndarray, k: int) -> tuple[int, int, int]:
+    """(rows, columns, k capped at the columns) of a valid score array; else a ValueError."""
     if scores.ndim != 2 or scores.dtype != np.float32:
         raise ValueError(f"top-k needs a 2-d float32 score array, got {scores.dtype} with shape "
                          f"{scores.shape}")
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
+    n_rows, n_cols = scores.shape
+    return n_rows, n_cols, min(k, n_cols)

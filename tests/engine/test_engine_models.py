@@ -96,15 +96,19 @@ def test_lightgcn_torch_backend_equals_scipy_backend(processed_dir, threads):
     results = []
     for backend in ("scipy", "torch"):
         propagation = BipartitePropagation(adjacency, data.n_users, "cpu", backend=backend)
-        users = torch.randn(data.n_users, 8, generator=torch.Generator().manual_seed(0),
-                            requires_grad=True)
-        items = torch.randn(data.n_items, 8, generator=torch.Generator().manual_seed(1),
-                            requires_grad=True)
+        users, items = _seeded_tables(data.n_users, data.n_items)
         out_users, out_items = propagation.step(*propagation.step(users, items))
         (out_users.square().sum() + out_items.sin().sum()).backward()
         results.append((out_users, out_items, users.grad, items.grad))
     for a, b in zip(*results):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def _seeded_tables(n_users: int, n_items: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same 8-column user and item tables for each backend, with gradients."""
+    users = torch.randn(n_users, 8, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    items = torch.randn(n_items, 8, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    return users, items
 
 
 def test_lightgcn_rows_step_backends_agree(processed_dir):
@@ -118,10 +122,7 @@ def test_lightgcn_rows_step_backends_agree(processed_dir):
     results = []
     for backend in ("scipy", "torch"):
         propagation = BipartitePropagation(adjacency, data.n_users, "cpu", backend=backend)
-        users = torch.randn(data.n_users, 8, generator=torch.Generator().manual_seed(0),
-                            requires_grad=True)
-        items = torch.randn(data.n_items, 8, generator=torch.Generator().manual_seed(1),
-                            requires_grad=True)
+        users, items = _seeded_tables(data.n_users, data.n_items)
         out_users, out_items = propagation.rows_step(users, items, user_rows, item_rows)
         (out_users.square().sum() + out_items.sin().sum()).backward()
         results.append((out_users, out_items, users.grad, items.grad))
