@@ -262,7 +262,8 @@ class Crane(Recommender):
 
     def _sparse(self, prefix: str) -> torch.Tensor:
         graph = self._csr(prefix)
-        return torch.sparse_csr_tensor(graph.crow, graph.col, graph.val, size=graph.shape)
+        return torch.sparse_csr_tensor(graph.crow, graph.col, graph.val, size=graph.shape,
+                                       check_invariants=False)  # a CSR scipy already built
 
     # ----------------------------------------------------------------- refined item graph
 

@@ -82,7 +82,8 @@ def pruned_adjacency(edge_user: torch.Tensor, edge_item: torch.Tensor, n_users: 
     cols = torch.cat([edge_item + n_users, edge_user])
     size = n_users + n_items
     return torch.sparse_coo_tensor(torch.stack([rows, cols]), torch.cat([values, values]),
-                                   (size, size)).coalesce().to_sparse_csr()
+                                   (size, size), check_invariants=False  # indices from edges
+                                   ).coalesce().to_sparse_csr()
 
 
 def item_item_graph(data: TrainData, modalities: tuple[str, ...], knn_k: int,

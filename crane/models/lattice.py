@@ -197,8 +197,10 @@ class LATTICE(Recommender):
         all_values = torch.cat([(1.0 - self.lambda_coeff) * values]
                                + [self.lambda_coeff * v for _, _, v in original])
         # Duplicate (row, col) pairs are summed by coalesce, as the dense sums do.
+        # indices come from valid kNN rows and columns: torch's checks would only cost time
         return torch.sparse_coo_tensor(torch.stack([all_rows, all_cols]), all_values,
-                                       (self.n_items, self.n_items)).coalesce().to_sparse_csr()
+                                       (self.n_items, self.n_items),
+                                       check_invariants=False).coalesce().to_sparse_csr()
 
     def propagate(self, item_graph: torch.Tensor, item_graph_t: torch.Tensor | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
