@@ -5,8 +5,9 @@ see `chunk_users`), their training items (and, for the test pass on request, the
 validation items) are masked out, and the top max(K) items are taken: on CPU with
 `crane.topk.top_k_rows` (exact; ties go to the lower item id), chunks spread over
 `torch.get_num_threads()` threads; on a GPU with `torch.topk`. Hits are then looked up, for
-all users at once, in the sorted keys `user * n_items + item` of the held-out pairs, and the
-metrics computed in one vectorised call. The only Python loop is over user chunks.
+the chunk's users at once, in the sorted keys `user * n_items + item` of the held-out pairs,
+and the chunk's metrics computed in one vectorised call (per user, so chunking changes no
+value). The only Python loop is over user chunks.
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ class FullRankingEvaluator:
         """Metrics of `model` (eval mode, no gradients); `topk` > 0 also returns top-K lists."""
         n_ranks = min(max(max(self.ks), topk), self.n_items)
         ranked = np.empty((len(self.users), n_ranks), np.int64)
+        per_user = {name: np.empty(len(self.users)) for name in metric_columns(self.ks)}
         starts = range(0, len(self.users), self.chunk_size)
         workers = min(torch.get_num_threads(), len(starts))
         was_training = model.training
@@ -117,16 +119,14 @@ class FullRankingEvaluator:
                 # One chunk per thread, each single-threaded: no BLAS/OpenMP thread team
                 # waiting on a busy core, and numpy's top-k (one thread) runs on both cores.
                 with single_threaded_kernels(), ThreadPoolExecutor(workers) as pool:
-                    for _ in pool.map(lambda s: self._rank_chunk(model, s, ranked), starts):
+                    for _ in pool.map(lambda s: self._rank_chunk(model, s, ranked, per_user),
+                                      starts):
                         pass
             else:
                 for start in starts:
-                    self._rank_chunk(model, start, ranked)
+                    self._rank_chunk(model, start, ranked, per_user)
         finally:
             model.train(was_training)
-        hits = self._hits(ranked[:, :max(self.ks)])
-        values = ranking_metrics(hits, self.n_test, self.ks)
-        per_user = {name: values[name].numpy() for name in metric_columns(self.ks)}
         frame = pd.DataFrame({"user_id": self.users, "n_train": self.n_train,
                               "n_test": self.n_test, **per_user})
         means = {name: float(values.mean()) if len(values) else float("nan")
@@ -134,8 +134,10 @@ class FullRankingEvaluator:
         top_lists = ranked[:, :min(topk, self.n_items)].copy() if topk else None
         return EvaluationResult(means, frame, top_lists, self.users)
 
-    def _rank_chunk(self, model: Recommender, start: int, ranked: np.ndarray) -> None:
-        """Writes the top items of the users in chunk `start` into their rows of `ranked`."""
+    def _rank_chunk(self, model: Recommender, start: int, ranked: np.ndarray,
+                    per_user: dict[str, np.ndarray]) -> None:
+        """Writes the top items of the users in chunk `start` into their rows of `ranked`,
+        and their metrics (computed row by row, so on the worker threads) into `per_user`."""
         stop = min(start + self.chunk_size, len(self.users))
         with torch.no_grad():  # grad mode is per thread
             scores = model.score(torch.as_tensor(self.users[start:stop], device=self.device))
@@ -155,16 +157,24 @@ class FullRankingEvaluator:
         else:
             scores.view(-1)[torch.as_tensor(flat, device=scores.device)] = -torch.inf
             ranked[start:stop] = torch.topk(scores, n_ranks, dim=1).indices.cpu().numpy()
+        hits = np.zeros((stop - start, max(self.ks)), bool)  # ranks past n_items: misses
+        scored = min(n_ranks, hits.shape[1])
+        hits[:, :scored] = self._hits(start, stop, ranked[start:stop, :scored])
+        for name, values in ranking_metrics(hits, self.n_test[start:stop], self.ks).items():
+            per_user[name][start:stop] = values.numpy()
 
-    def _hits(self, ranked: np.ndarray) -> np.ndarray:
-        """(n_users, max K) boolean: is the item at each rank held out for that user."""
-        query = self.users[:, None] * self.n_items + ranked
-        where = np.searchsorted(self._truth_keys, query).clip(max=len(self._truth_keys) - 1)
-        hits = self._truth_keys[where] == query
-        missing = max(self.ks) - hits.shape[1]
-        if missing > 0:  # fewer items than K: the absent ranks are misses
-            hits = np.concatenate([hits, np.zeros((hits.shape[0], missing), bool)], axis=1)
-        return hits
+    def _hits(self, start: int, stop: int, ranked: np.ndarray) -> np.ndarray:
+        """Boolean, shaped like `ranked` (the top items of users start..stop-1): is the item
+        at each rank held out for that user."""
+        query = self.users[start:stop, None] * self.n_items + ranked
+        if query.size == 0:
+            return np.zeros(query.shape, bool)
+        # the chunk's users are consecutive in the sorted keys: search only their keys
+        lo, hi = np.searchsorted(self._truth_keys, [query.min(), query.max()], side="left")
+        keys = self._truth_keys[lo:hi + 1]
+        if len(keys) == 0:
+            return np.zeros(query.shape, bool)
+        return keys[np.searchsorted(keys, query).clip(max=len(keys) - 1)] == query
 
 
 @contextmanager

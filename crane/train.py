@@ -14,6 +14,7 @@ With a run folder the trainer also writes it (crane/runs.py) and resumes a kille
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import logging
 import math
@@ -229,6 +230,30 @@ def make_adam(params: list[torch.nn.Parameter], lr: float,
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+HEAP_BLOCK_BYTES = 32 << 20  # glibc's largest allowed M_MMAP_THRESHOLD on 64-bit
+
+
+def keep_freed_memory_for_reuse() -> bool:
+    """glibc: serve blocks under 32 MiB from the heap and keep freed heap memory mapped.
+
+    Every batch allocates and frees the same dense gradient tables (zero-filled, then
+    scattered into by the embedding backward). By default glibc may return such blocks to
+    the kernel and page-fault them in again on the next batch, depending on the heap's
+    layout (up to ~800 faults a BPR batch at Baby, ~3,000 a LightGCN batch: its epoch took
+    1.75-1.93 instead of 1.40 CPU s). Values are unaffected. False where the C library has
+    no mallopt (not glibc).
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(mallopt(_M_MMAP_THRESHOLD, HEAP_BLOCK_BYTES)
+                and mallopt(_M_TRIM_THRESHOLD, 4 * HEAP_BLOCK_BYTES))
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -316,6 +341,7 @@ class _TrainingLoop:
             self.train_seconds = time.perf_counter() - start
             self._validate(epoch=0, row={"epoch": 0, "seconds": self.train_seconds})
             return
+        keep_freed_memory_for_reuse()
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
             raise ValueError(f"model {self.model.name!r} is trainable but has no parameters")

@@ -48,3 +48,19 @@ def test_bad_input_is_reported():
         top_k_rows(np.zeros((2, 3)), 1)
     with pytest.raises(ValueError, match="k must be"):
         top_k_rows(np.zeros((2, 3), np.float32), -1)
+
+
+def test_nan_past_the_last_whole_block_ranks_first():
+    rng = np.random.default_rng(3)
+    scores = rng.standard_normal((3, 1003)).astype(np.float32)  # 50 blocks of 20, 3 left over
+    scores[1, 1002] = np.nan
+    top = top_k_rows(scores, 10)
+    assert top[1, 0] == 1002
+    np.testing.assert_array_equal(top[[0, 2]], stable_order(scores[[0, 2]], 10))
+
+
+def test_identical_rows_of_few_values_as_popularity_scores():
+    rng = np.random.default_rng(4)
+    scores = np.tile(rng.integers(0, 40, 3000).astype(np.float32), (30, 1))
+    scores[np.arange(30), rng.integers(0, 3000, 30)] = -np.inf  # a masked item per user
+    np.testing.assert_array_equal(top_k_rows(scores, 50), stable_order(scores, 50))
