@@ -31,19 +31,12 @@ from torch import nn
 from crane.graphs.user_item import symmetric_bipartite_adjacency, to_torch_sparse
 from crane.models import register
 from crane.models.base import Recommender, TrainData, emb_loss, content_modalities
+from crane.models.layers import lightgcn_propagate
 
 HPARAM_KEYS = ("embedding_size", "n_layers", "reg_weight", "cl_weight", "dropout")
 
 
 
-
-
-def light_propagation(adjacency: torch.Tensor, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
-    """LightGCN: mean of the layer-0..n_layers embeddings of the normalised adjacency."""
-    layers = [ego]
-    for _ in range(n_layers):
-        layers.append(torch.sparse.mm(adjacency, layers[-1]))
-    return torch.stack(layers, dim=1).mean(dim=1)
 
 
 @register("bm3")
@@ -85,7 +78,7 @@ class BM3(Recommender):
     def encode(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Online encoder outputs: LightGCN users, LightGCN items + item ID embedding."""
         ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
-        users, items = light_propagation(self.adjacency, ego, self.n_layers).split(
+        users, items = lightgcn_propagate(self.adjacency, ego, self.n_layers).split(
             [self.n_users, self.n_items])
         return users, items + self.item_embedding.weight
 

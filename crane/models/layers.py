@@ -401,15 +401,12 @@ def dot_scores(users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------- user-item graph
 
 
-def lightgcn_propagate(adjacency: torch.Tensor, ego: torch.Tensor, n_layers: int,
-                       include_ego: bool = True) -> torch.Tensor:
-    """Mean over LightGCN layers (0..L, or 1..L without the ego layer) of A^l ego."""
-    layers = [ego] if include_ego else []
-    current = ego
+def lightgcn_propagate(adjacency: torch.Tensor, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
+    """LightGCN: mean of the layer-0..n_layers embeddings A^l ego of the normalised adjacency."""
+    layers = [ego]
     for _ in range(n_layers):
-        current = torch.sparse.mm(adjacency, current)
-        layers.append(current)
-    return torch.stack(layers, dim=0).mean(dim=0)
+        layers.append(torch.sparse.mm(adjacency, layers[-1]))
+    return torch.stack(layers, dim=1).mean(dim=1)
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from torch import nn
 from crane.graphs.user_item import symmetric_bipartite_adjacency, to_torch_sparse
 from crane.models import register
 from crane.models.base import Recommender, TrainData, emb_loss, content_modalities
-from crane.models.bm3 import light_propagation
+from crane.models.layers import lightgcn_propagate
 
 HPARAM_KEYS = ("embedding_size", "feat_embed_dim", "n_ui_layers", "n_mm_layers",
                "n_hyper_layer", "hyper_num", "keep_rate", "alpha", "cl_weight", "reg_weight")
@@ -167,7 +167,7 @@ class LGMRec(Recommender):
         return user_members, item_members, states
 
     def views(self) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, tuple]]:
-        cge = light_propagation(self.adjacency, torch.cat(
+        cge = lightgcn_propagate(self.adjacency, torch.cat(
             [self.user_embedding.weight, self.item_embedding.weight]), self.n_ui_layers)
         mge, hyper = {}, {}
         for m in self.modalities:

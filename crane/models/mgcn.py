@@ -40,7 +40,7 @@ from crane.graphs.item_knn import cached_neighbours, knn_weighted_graph
 from crane.graphs.user_item import symmetric_bipartite_adjacency, to_torch_sparse
 from crane.models import register
 from crane.models.base import Recommender, TrainData, content_modalities
-from crane.models.bm3 import light_propagation
+from crane.models.layers import lightgcn_propagate
 
 HPARAM_KEYS = ("embedding_size", "n_ui_layers", "n_layers", "knn_k", "reg_weight", "cl_loss")
 INFONCE_TEMPERATURE = 0.2  # fixed in MMRec
@@ -104,7 +104,7 @@ class MGCN(Recommender):
     def views(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """User-item view (U+N, d) and each modality's item-item view (U+N, d), all nodes."""
         ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
-        content = light_propagation(self.adjacency, ego, self.n_ui_layers)
+        content = lightgcn_propagate(self.adjacency, ego, self.n_ui_layers)
         modal = {}
         for modality in self.modalities:
             projected = self.projections[modality](self.features[modality])

@@ -19,6 +19,7 @@ from crane.data.processed import TEST, TRAIN, VALID, Interactions
 from crane.models.base import Recommender, TrainData
 from crane.sampling import NegativeSampler
 from crane.train import RunResult, TrainingConfig, fit_and_evaluate
+from tests.models._threads import one_torch_thread
 
 FEATURE_SIZES = {"image": 32, "text": 16}
 
@@ -26,12 +27,8 @@ FEATURE_SIZES = {"image": 32, "text": 16}
 def single_thread() -> Iterator[None]:
     """Tiny models: a second intra-op thread only fights the other test processes on a
     shared 2-core machine. Use as the body of a module-scoped autouse fixture."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @dataclass

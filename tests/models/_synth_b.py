@@ -8,9 +8,7 @@ the features can rank them, and shuffling the feature rows must hurt it.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -18,20 +16,9 @@ import torch
 from crane.data.processed import TEST, TRAIN, VALID, Interactions
 from crane.models.base import Recommender, TrainData
 from crane.sampling import NegativeSampler
+from tests.models._threads import one_torch_thread  # noqa: F401 (re-exported)
 
 FEATURE_SIZES = {"image": 48, "text": 24}
-
-
-@contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """These models are tiny: a second intra-op thread only fights the other test processes
-    on a shared 2-core machine (10x slower epochs measured), so use one while they run."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @dataclass

@@ -25,6 +25,7 @@ import yaml
 
 from crane.data.processed import TEST, TRAIN, VALID, Interactions
 from crane.models.base import TrainData
+from crane.tuning import load_model_config
 
 FEATURE_SIZES = {"image": 32, "text": 16}
 MODEL_CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "models"
@@ -110,5 +111,4 @@ def with_shuffled_features(data: TrainData, seed: int = 1) -> TrainData:
 
 def model_defaults(model: str) -> dict[str, Any]:
     """The `defaults` block of config/models/<model>.yaml."""
-    with open(MODEL_CONFIG_DIR / f"{model}.yaml", encoding="utf-8") as fh:
-        return dict(yaml.safe_load(fh)["defaults"])
+    return load_model_config(model, MODEL_CONFIG_DIR)["defaults"]

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 
 from crane.graphs.user_item import symmetric_bipartite_adjacency
 from crane.models import get
 from crane.train import TrainingConfig, fit_and_evaluate, split_hparams
+from crane.tuning import load_model_config
+from tests.models._synthetic import MODEL_CONFIG_DIR
 from tests.models._synth_b import (assert_same_loss_and_gradients, one_torch_thread,
                                    parameters_without_gradient, random_data,
                                    scores_agree_across_chunks, styled_dataset, train_epochs,
                                    with_shuffled_features)
 
-CONFIG = yaml.safe_load((Path(__file__).parents[2] / "config/models/bm3.yaml").read_text())
+CONFIG = load_model_config("bm3", MODEL_CONFIG_DIR)
 DEFAULTS, _ = split_hparams(CONFIG["defaults"])
 
 

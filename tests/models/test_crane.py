@@ -3,9 +3,7 @@ ablation switch, batch-only == full computation, scoring, and learning on struct
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import replace
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -18,20 +16,10 @@ from crane.models.layers import (ConcatFusion, PrototypeAttentionFusion, RCAStep
                                  RecursiveCrossModalAttention, info_nce)
 from crane.train import TrainingConfig, fit_and_evaluate
 from tests.models._synthetic import model_defaults, structured_dataset, with_shuffled_features
+from tests.models._threads import one_torch_thread
 
 DEFAULTS = model_defaults("crane")
 SMALL = {"knn_k": 3}  # graphs of the small test datasets
-
-
-@contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """The test models are tiny: a second thread only fights other processes for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)
