@@ -409,10 +409,11 @@ class _TrainingLoop:
         lr = self.optimizer.param_groups[0]["lr"]
         if self.scheduler is not None:
             self.scheduler.step()
+        # float() waits for the device's queued work: on a GPU the clock stops after it
+        means = {name: float(value) / n_batches for name, value in sums.items()}
         seconds = time.perf_counter() - start
         self.train_seconds += seconds
         self.epochs_run += 1
-        means = {name: float(value) / n_batches for name, value in sums.items()}
         loss = sum(means.values())
         return {"epoch": epoch, "seconds": seconds, "lr": lr, "loss": loss,
                 **{f"loss_{name}": value for name, value in means.items()}}
