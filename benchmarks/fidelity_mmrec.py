@@ -22,6 +22,8 @@ Usage (from the repository root; a run folder per (model, seed) makes it resumab
     python benchmarks/fidelity_mmrec.py --max-epochs 50 --out results/fidelity
     python benchmarks/fidelity_mmrec.py --timing 5            # s/epoch and s/eval pass only
     python benchmarks/fidelity_mmrec.py --models bpr --grid   # grid on seed 1, then 5 seeds
+    python benchmarks/fidelity_mmrec.py --models lightgcn --grid --jobs 6 --device cuda
+                                          # pending runs in 6 processes (one GPU or 6 cores)
 
 Measured (2026-11-27, CPU, --threads 1, MMRec's early-stopping rule; run folders and
 summary.json under results/fidelity_mmrec), test Recall@20 / NDCG@20, mean +- std (SEM):
@@ -44,9 +46,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing
 import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 # OpenMP threads that spin while waiting take the cores from everything else on a shared
@@ -150,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     parser.add_argument("--max-epochs", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="train the pending (point, seed) runs in this many processes "
+                             "(each with --threads threads; they may share one GPU)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--timing", type=int, default=0, metavar="EPOCHS",
                         help="only time EPOCHS training epochs and 3 validation passes")
@@ -160,18 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results/fidelity_mmrec"),
                         help="run folders (resumable) and summary.json")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    interactions = read_mmrec_folder(args.folder)
-    train_user, train_item = interactions.part(TRAIN)
-    data = TrainData(interactions.n_users, interactions.n_items, train_user, train_item,
-                     device=torch.device(args.device))
+    data, interactions, training = load(args)
     print(f"{args.folder}: {interactions.n_users} users, {interactions.n_items} items, "
           f"split {np.bincount(interactions.split).tolist()}", flush=True)
     if args.timing:
         return time_models(data, interactions, args.models, args.timing)
-    training = TrainingConfig(epochs=args.max_epochs, checkpoint_every_s=60)
     summary_path = args.out / "summary.json"
     summary = files.read_json(summary_path) if summary_path.exists() else {}
     for model in args.models:
@@ -179,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.grid:
             selection = tune_on_validation(model, args, data, interactions, training)
             hparams, (ref_recall, ref_ndcg) = selection["hparams"], PUBLISHED[model]
+        run_pending(model, [(hparams, seed) for seed in args.seeds], args, data,
+                    interactions, training)
         per_seed = [train_seed(model, hparams, seed, args, data, interactions, training)
                     for seed in args.seeds]
         rows = compare(per_seed, ref_recall, ref_ndcg)
@@ -205,6 +207,38 @@ def main(argv: list[str] | None = None) -> int:
                   f" tolerance {row['tolerance']:.4f}", flush=True)
         files.write_json(summary_path, summary)
     return 0
+
+
+def load(args: argparse.Namespace) -> tuple[TrainData, Interactions, TrainingConfig]:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    interactions = read_mmrec_folder(args.folder)
+    train_user, train_item = interactions.part(TRAIN)
+    data = TrainData(interactions.n_users, interactions.n_items, train_user, train_item,
+                     device=torch.device(args.device))
+    return data, interactions, TrainingConfig(epochs=args.max_epochs, checkpoint_every_s=60)
+
+
+def run_pending(model: str, runs: list[tuple[dict, int]], args: argparse.Namespace,
+                data: TrainData, interactions: Interactions, training: TrainingConfig) -> None:
+    """Train the (hyper-parameters, seed) runs that have no metrics.json yet: here, or in
+    `--jobs` fresh processes (spawned: CUDA cannot be forked), each reading the folder."""
+    pending = [(hparams, seed) for hparams, seed in runs
+               if not (run_dir_of(args.out, model, hparams, seed) / "metrics.json").exists()]
+    if args.jobs <= 1 or len(pending) <= 1:
+        for hparams, seed in pending:
+            train_seed(model, hparams, seed, args, data, interactions, training)
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(args.jobs, len(pending)), mp_context=context) as pool:
+        for future in [pool.submit(train_in_worker, model, hparams, seed, args)
+                       for hparams, seed in pending]:
+            future.result()
+
+
+def train_in_worker(model: str, hparams: dict, seed: int, args: argparse.Namespace) -> None:
+    data, interactions, training = load(args)
+    train_seed(model, hparams, seed, args, data, interactions, training)
 
 
 def run_dir_of(out: Path, model: str, hparams: dict, seed: int) -> Path:
@@ -234,8 +268,8 @@ def tune_on_validation(model: str, args: argparse.Namespace, data: TrainData,
     """Every point of config/models/<model>.yaml's grid on the first seed; the project's
     tuning policy (crane.tuning.select_best: validation Recall@20) picks one."""
     points = grid_points(load_model_config(model, CONFIG_DIR))
-    for hparams in points:
-        train_seed(model, hparams, args.seeds[0], args, data, interactions, training)
+    run_pending(model, [(hparams, args.seeds[0]) for hparams in points], args, data,
+                interactions, training)
     selection = select_best([run_dir_of(args.out, model, h, args.seeds[0]) for h in points])
     for row in selection["table"]:
         print(f"  grid {row['hparams']}: valid recall@20 {row['valid']:.4f} "

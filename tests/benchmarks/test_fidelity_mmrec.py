@@ -55,3 +55,16 @@ def test_grid_selects_on_validation_and_reuses_mmrecs_point(tmp_path, capsys):
     assert len(recall["values"]) == 2
     assert recall["within"] == (abs(recall["mean"] - recall["mmrec"]) <= recall["tolerance"])
     assert "selected on validation" in capsys.readouterr().out
+
+
+def test_parallel_jobs_give_the_runs_one_process_gives(tmp_path):
+    folder = write_folder(tmp_path / "tiny")
+    summaries = {}
+    for jobs in (1, 2):
+        out = tmp_path / f"jobs{jobs}"
+        fidelity_mmrec.main(["--folder", str(folder), "--models", "lightgcn", "--seeds", "1", "2",
+                             "3", "--max-epochs", "3", "--threads", "1", "--jobs", str(jobs),
+                             "--out", str(out)])
+        summaries[jobs] = files.read_json(out / "summary.json")["lightgcn"]["metrics"]
+        assert sorted(p.name for p in (out / "lightgcn").iterdir()) == ["seed1", "seed2", "seed3"]
+    assert summaries[2] == summaries[1]
