@@ -141,11 +141,12 @@ class FullRankingEvaluator:
         stop = min(start + self.chunk_size, len(self.users))
         with torch.no_grad():  # grad mode is per thread
             scores = model.score(torch.as_tensor(self.users[start:stop], device=self.device))
-        if scores.shape != (stop - start, self.n_items):
-            raise ValueError(f"{type(model).__name__}.score returned shape {tuple(scores.shape)}, "
-                             f"expected ({stop - start}, {self.n_items})")
-        if scores._is_view() or not scores.is_contiguous():
-            scores = scores.contiguous().clone()  # never write into a model's cached tensor
+            if scores.shape != (stop - start, self.n_items):
+                raise ValueError(f"{type(model).__name__}.score returned shape "
+                                 f"{tuple(scores.shape)}, expected ({stop - start}, "
+                                 f"{self.n_items})")
+            if scores._is_view() or not scores.is_contiguous():
+                scores = scores.contiguous().clone()  # never write into a model's cached tensor
         scores = scores.float() if scores.dtype != torch.float32 else scores
         lo, hi = self._mask_indptr[start], self._mask_indptr[stop]
         flat = self._mask_flat[lo:hi] - start * self.n_items

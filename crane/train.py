@@ -14,6 +14,7 @@ With a run folder the trainer also writes it (crane/runs.py) and resumes a kille
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import logging
@@ -35,6 +36,7 @@ from crane.device import describe, resolve_device
 from crane.evaluate import FullRankingEvaluator
 from crane.metrics import metric_columns
 from crane.models.base import Recommender, TrainData
+from crane.parallel import batch_ops_on_one_thread
 from crane.runs import RunFolder, git_commit, package_versions, peak_memory_mb, topk_frame
 from crane.sampling import NegativeSampler
 from crane.tuning import hp_hash
@@ -395,17 +397,9 @@ class _TrainingLoop:
         start = time.perf_counter()
         self.model.start_epoch(epoch, self.generator)
         sums: dict[str, torch.Tensor] = {}
-        n_batches = 0
-        for batch in sampler.epoch():
-            self.optimizer.zero_grad(set_to_none=True)
-            terms = self.model.loss(batch.users, batch.pos_items, batch.neg_items)
-            total = sum(terms.values())
-            total.backward()
-            self.optimizer.step()
-            for name, value in terms.items():
-                value = value.detach()
-                sums[name] = sums[name] + value if name in sums else value
-            n_batches += 1
+        with (batch_ops_on_one_thread() if self.model.single_threaded_steps
+              and self.data.device.type == "cpu" else contextlib.nullcontext()):
+            n_batches = self._train_batches(sampler, sums)
         lr = self.optimizer.param_groups[0]["lr"]
         if self.scheduler is not None:
             self.scheduler.step()
@@ -417,6 +411,21 @@ class _TrainingLoop:
         loss = sum(means.values())
         return {"epoch": epoch, "seconds": seconds, "lr": lr, "loss": loss,
                 **{f"loss_{name}": value for name, value in means.items()}}
+
+    def _train_batches(self, sampler: NegativeSampler, sums: dict[str, torch.Tensor]) -> int:
+        """One pass over the epoch's batches; adds each loss term into `sums`."""
+        n_batches = 0
+        for batch in sampler.epoch():
+            self.optimizer.zero_grad(set_to_none=True)
+            terms = self.model.loss(batch.users, batch.pos_items, batch.neg_items)
+            total = sum(terms.values())
+            total.backward()
+            self.optimizer.step()
+            for name, value in terms.items():
+                value = value.detach()
+                sums[name] = sums[name] + value if name in sums else value
+            n_batches += 1
+        return n_batches
 
     def _validate(self, epoch: int, row: dict[str, Any]) -> None:
         start = time.perf_counter()

@@ -49,7 +49,7 @@ from crane.graphs.item_knn import (KnnNeighbours, cached_neighbours, knn_mean_gr
                                    top_k_cosine_neighbours)
 from crane.graphs.user_item import symmetric_bipartite_adjacency
 from crane.models import register
-from crane.models.base import Recommender, TrainData, bpr_loss, emb_loss
+from crane.models.base import Recommender, TrainData, dot_bpr_loss, emb_loss
 from crane.models.layers import (BipartiteEdges, ConcatFusion, CsrGraph,
                                  PrototypeAttentionFusion, RecursiveCrossModalAttention,
                                  degree_sensitive_dropped_adjacency, dot_scores, info_nce,
@@ -458,7 +458,7 @@ class Crane(Recommender):
         e_items = views.b_items + s_items
         n_pos = len(pos_items)
         u, p, n = e_users[user_pos], e_items[item_pos[:n_pos]], e_items[item_pos[n_pos:]]
-        terms = {"bpr": bpr_loss((u * p).sum(1), (u * n).sum(1))}
+        terms = {"bpr": dot_bpr_loss(u, p, n)}
         if cfg.reg_weight > 0:
             terms["reg"] = cfg.reg_weight * emb_loss(
                 self.user_embedding[users], self.item_embedding[pos_items],

@@ -10,8 +10,6 @@ items.
 
 from __future__ import annotations
 
-import functools
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -21,8 +19,9 @@ from torch import nn
 
 from crane.graphs.user_item import symmetric_bipartite_adjacency, to_torch_sparse
 from crane.models import register
-from crane.models.base import Recommender, TrainData, bpr_loss, emb_loss
-from crane.models.layers import dot_scores
+from crane.models.base import Recommender, TrainData, dot_bpr_loss, emb_loss
+from crane.models.layers import dot_scores, gather_rows
+from crane.parallel import run_pair
 
 
 class BipartitePropagation:
@@ -61,13 +60,9 @@ class BipartitePropagation:
                     torch.sparse.mm(self._torch[1], users.contiguous()))
         items_np = items.detach().contiguous().numpy()
         users_np = users.detach().contiguous().numpy()
-        if torch.get_num_threads() > 1:
-            # scipy releases the GIL: the two blocks (equal nnz) run on two cores
-            future = _executor().submit(self.item_user.__matmul__, users_np)
-            to_users = self.user_item @ items_np
-            to_items = future.result()
-        else:
-            to_users, to_items = self.user_item @ items_np, self.item_user @ users_np
+        # the two blocks (equal nnz) on two threads when the run has two
+        to_users, to_items = run_pair(lambda: self.user_item @ items_np,
+                                      lambda: self.item_user @ users_np)
         return torch.from_numpy(np.asarray(to_users)), torch.from_numpy(np.asarray(to_items))
 
     def step(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,12 +78,7 @@ class BipartitePropagation:
             return to_users[user_rows], to_items[item_rows]
         user_block = self.user_item[user_rows.numpy()]
         item_block = self.item_user[item_rows.numpy()]
-        return (_RowsProduct.apply(items, user_block), _RowsProduct.apply(users, item_block))
-
-
-@functools.cache
-def _executor() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="lightgcn-spmm")
+        return _RowsStep.apply(users, items, user_block, item_block)
 
 
 class _BipartiteStep(torch.autograd.Function):
@@ -104,22 +94,87 @@ class _BipartiteStep(torch.autograd.Function):
         return grad_of_users, grad_of_items, None
 
 
-class _RowsProduct(torch.autograd.Function):
-    """block @ dense for a constant scipy CSR block of rows; backward block^T @ grad."""
+class _RowsStep(torch.autograd.Function):
+    """(user_block @ items, item_block @ users) for constant scipy CSR row blocks of R and
+    R^T; backward (item_block^T @ grad_items, user_block^T @ grad_users). The two products
+    of each pass run concurrently when the run has two threads."""
 
     @staticmethod
-    def forward(ctx, dense, block: sp.csr_matrix):
-        ctx.block = block
-        return torch.from_numpy(np.asarray(block @ dense.detach().contiguous().numpy()))
+    def forward(ctx, users, items, user_block: sp.csr_matrix, item_block: sp.csr_matrix):
+        ctx.blocks = user_block, item_block
+        users_np = users.detach().contiguous().numpy()
+        items_np = items.detach().contiguous().numpy()
+        to_users, to_items = run_pair(lambda: user_block @ items_np,
+                                      lambda: item_block @ users_np)
+        return torch.from_numpy(np.asarray(to_users)), torch.from_numpy(np.asarray(to_items))
 
     @staticmethod
-    def backward(ctx, grad):
-        return torch.from_numpy(np.asarray(ctx.block.T @ grad.contiguous().numpy())), None
+    def backward(ctx, grad_users, grad_items):
+        user_block, item_block = ctx.blocks
+        grad_users_np = grad_users.contiguous().numpy()
+        grad_items_np = grad_items.contiguous().numpy()
+        grad_of_users, grad_of_items = run_pair(lambda: item_block.T @ grad_items_np,
+                                                lambda: user_block.T @ grad_users_np)
+        return (torch.from_numpy(np.asarray(grad_of_users)),
+                torch.from_numpy(np.asarray(grad_of_items)), None, None)
+
+
+class _BatchLayerSums(torch.autograd.Function):
+    """LightGCN's layer sums 0..L at the batch's distinct rows, on the scipy backend, as one
+    function: the same values as `layer_sums()[rows]` (additions in the same order), and a
+    backward that carries each layer's gradient as one full table per side.
+
+    Propagation is linear, so the backward needs no activation: with g the gradient at the
+    rows, the gradient reaching layer L-1 is (item_block^T g_items, user_block^T g_users)
+    plus g at the rows (layer L-1 is itself in the sum); each step down applies A_hat (it is
+    symmetric) and adds g at the rows again. Autograd through the same graph allocates a
+    zeroed table, a scatter and an addition per layer and side instead.
+    """
+
+    @staticmethod
+    def forward(ctx, user_emb, item_emb, propagation: BipartitePropagation, n_layers: int,
+                user_rows, item_rows):
+        rows_u, rows_i = user_rows.numpy(), item_rows.numpy()
+        user_block = propagation.user_item[rows_u]
+        item_block = propagation.item_user[rows_i]
+        ctx.state = propagation, n_layers, rows_u, rows_i, user_block, item_block
+        users = user_emb.detach().contiguous().numpy()
+        items = item_emb.detach().contiguous().numpy()
+        user_sum, item_sum = users[rows_u], items[rows_i]
+        for _ in range(n_layers - 1):
+            users, items = run_pair(lambda u=users, i=items: propagation.user_item @ i,
+                                    lambda u=users, i=items: propagation.item_user @ u)
+            user_sum, item_sum = user_sum + users[rows_u], item_sum + items[rows_i]
+        last_users, last_items = run_pair(lambda: user_block @ items,
+                                          lambda: item_block @ users)
+        return (torch.from_numpy(np.asarray(user_sum + last_users)),
+                torch.from_numpy(np.asarray(item_sum + last_items)))
+
+    @staticmethod
+    def backward(ctx, grad_users, grad_items):
+        propagation, n_layers, rows_u, rows_i, user_block, item_block = ctx.state
+        g_users = grad_users.contiguous().numpy()
+        g_items = grad_items.contiguous().numpy()
+        # last layer: out_users = user_block @ items_{L-1}, out_items = item_block @ users_{L-1}
+        to_users, to_items = run_pair(lambda: item_block.T @ g_items,
+                                      lambda: user_block.T @ g_users)
+        to_users, to_items = np.asarray(to_users), np.asarray(to_items)
+        for _ in range(n_layers - 1):
+            to_users[rows_u] += g_users   # the rows are distinct: += is a scatter-add
+            to_items[rows_i] += g_items
+            to_users, to_items = run_pair(
+                lambda u=to_users, i=to_items: propagation.user_item @ i,
+                lambda u=to_users, i=to_items: propagation.item_user @ u)
+            to_users, to_items = np.asarray(to_users), np.asarray(to_items)
+        to_users[rows_u] += g_users       # layer 0 is in the sum too
+        to_items[rows_i] += g_items
+        return torch.from_numpy(to_users), torch.from_numpy(to_items), None, None, None, None
 
 
 @register("lightgcn")
 class LightGCN(Recommender):
     hparam_names = ("embedding_size", "n_layers", "reg_weight")
+    single_threaded_steps = True  # batch-sized torch work (crane.parallel)
     def __init__(self, data: TrainData, hparams: dict[str, Any]):
         super().__init__(data, hparams)
         size = int(hparams["embedding_size"])
@@ -163,6 +218,10 @@ class LightGCN(Recommender):
             return user_emb[users], item_emb[items]
         user_rows, user_at = torch.unique(users, return_inverse=True)
         item_rows, item_at = torch.unique(items, return_inverse=True)
+        if self.propagation.backend == "scipy":
+            user_sum, item_sum = _BatchLayerSums.apply(user_emb, item_emb, self.propagation,
+                                                       self.n_layers, user_rows, item_rows)
+            return user_sum[user_at], item_sum[item_at]
         layer_users, layer_items = user_emb, item_emb
         user_sum, item_sum = user_emb, item_emb
         for _ in range(self.n_layers - 1):
@@ -184,11 +243,9 @@ class LightGCN(Recommender):
         layers = self.n_layers + 1
         user_e = user_sum / layers
         pos_e, neg_e = (item_sum / layers).split(len(users))
-        pos_scores = (user_e * pos_e).sum(dim=1)
-        neg_scores = (user_e * neg_e).sum(dim=1)
-        pos_ego, neg_ego = self.item_embedding(items).split(len(users))
-        reg = emb_loss(self.user_embedding(users), pos_ego, neg_ego)
-        return {"bpr": bpr_loss(pos_scores, neg_scores), "reg": self.reg_weight * reg}
+        pos_ego, neg_ego = gather_rows(self.item_embedding.weight, items).split(len(users))
+        reg = emb_loss(gather_rows(self.user_embedding.weight, users), pos_ego, neg_ego)
+        return {"bpr": dot_bpr_loss(user_e, pos_e, neg_e), "reg": self.reg_weight * reg}
 
     def prepare_scoring(self) -> None:
         self._scoring = self.propagate()

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from crane.models import register
-from crane.models.base import Recommender, TrainData, bpr_loss, emb_loss
+from crane.models.base import Recommender, TrainData, dot_bpr_loss, emb_loss
 
 HPARAMS = ("embedding_size", "reg_weight")
 # MMRec concatenates text before image.
@@ -98,7 +98,7 @@ class VBPR(Recommender):
         user_e = self.user_embedding[users]
         items = self.item_vectors(torch.cat([pos_items, neg_items]))
         pos_e, neg_e = items[:len(pos_items)], items[len(pos_items):]
-        terms = {"bpr": bpr_loss((user_e * pos_e).sum(1), (user_e * neg_e).sum(1))}
+        terms = {"bpr": dot_bpr_loss(user_e, pos_e, neg_e)}
         if self.reg_weight != 0:
             terms["reg"] = self.reg_weight * emb_loss(user_e, pos_e, neg_e)
         return terms

@@ -217,7 +217,7 @@ def test_learns_from_content(synthetic):
 def test_bad_input_is_named(synthetic):
     with pytest.raises(ValueError, match=r"missing hyper-parameter\(s\) \['train_features'\]"):
         get("freedom")(synthetic.data, {k: v for k, v in HP.items() if k != "train_features"})
-    with pytest.raises(ValueError, match="unknown hyper-parameter\\(s\\) \\['lambda_coeff'\]"):
+    with pytest.raises(ValueError, match=r"unknown hyper-parameter\(s\) \['lambda_coeff'\]"):
         get("freedom")(synthetic.data, {**HP, "lambda_coeff": 0.9})
     with pytest.raises(ValueError, match="dropout must be in"):
         get("freedom")(synthetic.data, {**HP, "dropout": 1.0})

@@ -107,7 +107,7 @@ def test_content_signal_beats_random_and_popularity(synthetic):
 def test_bad_input_is_named(synthetic):
     with pytest.raises(ValueError, match=r"missing hyper-parameter\(s\) \['knn_k'\]"):
         get("itemknn_cbf")(synthetic.data, {})
-    with pytest.raises(ValueError, match="unknown hyper-parameter\\(s\\) \\['shrink'\]"):
+    with pytest.raises(ValueError, match=r"unknown hyper-parameter\(s\) \['shrink'\]"):
         get("itemknn_cbf")(synthetic.data, {"knn_k": 5, "shrink": 10})
     with pytest.raises(ValueError, match="knn_k=192"):
         get("itemknn_cbf")(synthetic.data, {"knn_k": 192})

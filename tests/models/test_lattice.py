@@ -200,7 +200,7 @@ def test_learns_from_content(synthetic):
 def test_bad_input_is_named(synthetic):
     with pytest.raises(ValueError, match=r"missing hyper-parameter\(s\) \['n_ui_layers'\]"):
         get("lattice")(synthetic.data, {k: v for k, v in HP.items() if k != "n_ui_layers"})
-    with pytest.raises(ValueError, match="unknown hyper-parameter\\(s\\) \\['cf_model'\]"):
+    with pytest.raises(ValueError, match=r"unknown hyper-parameter\(s\) \['cf_model'\]"):
         get("lattice")(synthetic.data, {**HP, "cf_model": "lightgcn"})
     with pytest.raises(ValueError, match="knn_k=500"):
         get("lattice")(synthetic.data, {**HP, "knn_k": 500})

@@ -110,7 +110,7 @@ def test_learns_from_content(synthetic):
 def test_bad_input_is_named(synthetic):
     with pytest.raises(ValueError, match=r"missing hyper-parameter\(s\) \['reg_weight'\]"):
         get("vbpr")(synthetic.data, {"embedding_size": 8})
-    with pytest.raises(ValueError, match="unknown hyper-parameter\\(s\\) \\['dropout'\]"):
+    with pytest.raises(ValueError, match=r"unknown hyper-parameter\(s\) \['dropout'\]"):
         get("vbpr")(synthetic.data, {**HP, "dropout": 0.1})
     with pytest.raises(ValueError, match="vbpr needs item features"):
         get("vbpr")(only(synthetic.data), HP)
