@@ -41,16 +41,24 @@ def sparse_product_threads() -> int:
 
 
 @contextmanager
-def batch_ops_on_one_thread() -> Iterator[None]:
-    """torch at one intra-op thread inside the block; sparse products keep the budget."""
-    budget = sparse_product_threads()
-    token = _PRODUCT_THREADS.set(budget)
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def torch_threads(count: int) -> Iterator[None]:
+    """torch's intra-op threads at `count` inside the block, restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
     try:
         yield
     finally:
-        torch.set_num_threads(torch_threads)
+        torch.set_num_threads(before)
+
+
+@contextmanager
+def batch_ops_on_one_thread() -> Iterator[None]:
+    """torch at one intra-op thread inside the block; sparse products keep the budget."""
+    token = _PRODUCT_THREADS.set(sparse_product_threads())
+    try:
+        with torch_threads(1):
+            yield
+    finally:
         _PRODUCT_THREADS.reset(token)
 
 
