@@ -9,9 +9,10 @@ LightGCN's epoch 1.9 s on two, 1.4 s on one thread with its products still on tw
 
 `batch_ops_on_one_thread()` runs a block with one torch thread while
 `sparse_product_threads()` keeps reporting the run's thread budget to the code that splits
-products. The optimizer step stays on one thread too: Adam over Baby's tables is faster
-on two (0.83 against 1.26 ms), but the second OpenMP thread then competes with the product
-thread, and LightGCN's epoch went from 0.93 to 1.2-1.35 s (BPR's moved within noise).
+products. The optimizer step stays on one thread too: Adam alone over Baby's tables is
+faster on two (0.83 against 1.26 ms), but inside the epoch (OMP_WAIT_POLICY=PASSIVE, three
+A/B pairs of 7 epochs) two threads for the step moved neither BPR (0.19-0.21 against
+0.17-0.21 s) nor LightGCN (1.04-1.15 against 1.16-1.27 s) beyond the run-to-run spread.
 Models opt in (`Recommender.single_threaded_steps`); the trainer applies it. BPR-MF and
 LightGCN do; models with feature projections do not (their dense products want both
 threads: at Baby, 4 epochs, VBPR 2.25 -> 4.18 s, LATTICE 2.25 -> 2.84 s, FREEDOM at
