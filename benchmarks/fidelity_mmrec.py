@@ -32,6 +32,9 @@ summary.json under results/fidelity_mmrec), test Recall@20 / NDCG@20, mean +- st
         vs MMRec 0.0541 / 0.0242: +2.7 % / -1.3 %, both within
     --models lightgcn --seeds 1 2 3 4 5  0.0754 +- 0.0012 (0.0006) / 0.0329 +- 0.0004 (0.0002)
         vs MMRec 0.0778 / 0.0339: -3.02 % (outside by 0.00002) / -2.97 % (within)
+    (re-run 2026-11-27 after the hand-written backward passes and the one-thread steps,
+     `--models lightgcn bpr --seeds 1 2 3 4 5 --threads 1 --jobs 2`, 10 min 41 s: the same
+     per-seed values and best epochs for both models)
     --models lightgcn --seeds $(seq 10) 0.0761 +- 0.0013 (0.0004) / 0.0331 +- 0.0006 (0.0002)
         -2.2 % / -2.5 %, both within (seeds 6-10: 0.0776 0.0774 0.0752 0.0763 0.0774)
     --models bpr --grid                  reg_weight 0.1 selected on validation (seed 1);
