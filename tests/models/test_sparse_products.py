@@ -14,7 +14,8 @@ def random_csr(n_rows, n_cols, density, seed):
                        random_state=seed)
     return torch.sparse_csr_tensor(torch.from_numpy(matrix.indptr.astype(np.int64)),
                                    torch.from_numpy(matrix.indices.astype(np.int64)),
-                                   torch.from_numpy(matrix.data), matrix.shape)
+                                   torch.from_numpy(matrix.data), matrix.shape,
+                                   check_invariants=False)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
