@@ -418,10 +418,11 @@ def dot_scores(users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
 
 
 def lightgcn_propagate(adjacency: torch.Tensor, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
-    """LightGCN: mean of the layer-0..n_layers embeddings A^l ego of the normalised adjacency."""
+    """LightGCN: mean of the layer-0..n_layers embeddings A^l ego of the normalised adjacency
+    (a constant CSR tensor; symmetric, so it is its own transpose in the backward)."""
     layers = [ego]
     for _ in range(n_layers):
-        layers.append(torch.sparse.mm(adjacency, layers[-1]))
+        layers.append(constant_sparse_mm(adjacency, adjacency, layers[-1]))
     return torch.stack(layers, dim=1).mean(dim=1)
 
 
