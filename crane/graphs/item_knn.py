@@ -69,21 +69,12 @@ def top_k_cosine_neighbours(features: np.ndarray | torch.Tensor, k: int,
         for row_start in starts:
             rows = x[row_start:row_start + chunk_rows]
             for col_start in (s for s in starts if s >= row_start):
-                tile = _cosine_tile(rows, x[col_start:col_start + chunk_rows])
+                tile = rows @ x[col_start:col_start + chunk_rows].T
                 _merge_tile(best_values, best_indices, row_start, tile, col_start, k)
                 if col_start != row_start:  # the mirrored tile: same numbers, transposed
                     _merge_tile(best_values, best_indices, col_start, tile.T.contiguous(),
                                 row_start, k)
         return KnnNeighbours(best_indices.cpu().numpy(), best_values.cpu().numpy())
-
-
-def _cosine_tile(rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
-    """rows @ columns.T; on CPU through numpy's BLAS, which runs these tiles 27 % faster
-    than torch's (OpenBLAS against MKL on this project's AMD EPYC, 2 threads, 2048 x 4096
-    tiles: 0.20 against 0.27 s; benchmarks/README.md, hot spot 5)."""
-    if rows.device.type != "cpu":
-        return rows @ columns.T
-    return torch.from_numpy(rows.numpy() @ columns.numpy().T)
 
 
 def _merge_tile(best_values: torch.Tensor, best_indices: torch.Tensor, row_start: int,
