@@ -26,6 +26,7 @@ from threadpoolctl import ThreadpoolController
 from crane.data.processed import TEST, TRAIN, VALID, Interactions
 from crane.metrics import DEFAULT_KS, metric_columns, ranking_metrics
 from crane.models.base import Recommender
+from crane.parallel import torch_threads
 from crane.topk import top_k_rows
 
 # On CPU a chunk's (users x items) float32 scores are kept to about this many entries
@@ -181,13 +182,8 @@ class FullRankingEvaluator:
 @contextmanager
 def single_threaded_kernels():
     """torch, BLAS and OpenMP at one thread each inside the block (restored after)."""
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with _thread_pools().limit(limits=1):
-            yield
-    finally:
-        torch.set_num_threads(torch_threads)
+    with torch_threads(1), _thread_pools().limit(limits=1):
+        yield
 
 
 @functools.cache

@@ -58,12 +58,17 @@ class BipartitePropagation:
         if self.backend == "torch":
             return (torch.sparse.mm(self._torch[0], items.contiguous()),
                     torch.sparse.mm(self._torch[1], users.contiguous()))
-        items_np = items.detach().contiguous().numpy()
-        users_np = users.detach().contiguous().numpy()
-        # the two blocks (equal nnz) on two threads when the run has two
-        to_users, to_items = run_pair(lambda: self.user_item @ items_np,
-                                      lambda: self.item_user @ users_np)
-        return torch.from_numpy(np.asarray(to_users)), torch.from_numpy(np.asarray(to_items))
+        to_users, to_items = self.scipy_products(items.detach().contiguous().numpy(),
+                                                 users.detach().contiguous().numpy())
+        return torch.from_numpy(to_users), torch.from_numpy(to_items)
+
+    def scipy_products(self, items: np.ndarray, users: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """(R @ items, R^T @ users) on numpy arrays; the two blocks (equal nnz) on two
+        threads when the run has two."""
+        to_users, to_items = run_pair(lambda: self.user_item @ items,
+                                      lambda: self.item_user @ users)
+        return np.asarray(to_users), np.asarray(to_items)
 
     def step(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return _BipartiteStep.apply(users, items, self)
@@ -142,8 +147,7 @@ class _BatchLayerSums(torch.autograd.Function):
         items = item_emb.detach().contiguous().numpy()
         user_sum, item_sum = users[rows_u], items[rows_i]
         for _ in range(n_layers - 1):
-            users, items = run_pair(lambda u=users, i=items: propagation.user_item @ i,
-                                    lambda u=users, i=items: propagation.item_user @ u)
+            users, items = propagation.scipy_products(items, users)
             user_sum, item_sum = user_sum + users[rows_u], item_sum + items[rows_i]
         last_users, last_items = run_pair(lambda: user_block @ items,
                                           lambda: item_block @ users)
@@ -162,10 +166,7 @@ class _BatchLayerSums(torch.autograd.Function):
         for _ in range(n_layers - 1):
             to_users[rows_u] += g_users   # the rows are distinct: += is a scatter-add
             to_items[rows_i] += g_items
-            to_users, to_items = run_pair(
-                lambda u=to_users, i=to_items: propagation.user_item @ i,
-                lambda u=to_users, i=to_items: propagation.item_user @ u)
-            to_users, to_items = np.asarray(to_users), np.asarray(to_items)
+            to_users, to_items = propagation.scipy_products(to_items, to_users)
         to_users[rows_u] += g_users       # layer 0 is in the sum too
         to_items[rows_i] += g_items
         return torch.from_numpy(to_users), torch.from_numpy(to_items), None, None, None, None
