@@ -1,9 +1,12 @@
 """Training batches: shuffled positives, one uniform negative each, never a training item.
 
 Negatives are drawn for a whole epoch at once. A draw is rejected when (user, item) is a
-training pair, which is checked by binary search in the sorted keys `user * n_items + item`;
-only the shrinking set of rejected draws is redrawn. All randomness comes from one
-`torch.Generator`, so a seed (and a saved generator state) reproduces every batch.
+training pair; only the shrinking set of rejected draws is redrawn. The check reads one bit
+of a users x items bitmap (17 MB at Baby: 0.4 ms for an epoch's 118k draws, against 13 ms
+for binary search in the sorted keys `user * n_items + item`); past `BITMAP_MAX_BYTES`
+(Electronics would need 1.5 GB) it falls back to the binary search. Both give the same
+answers, so the same draws. All randomness comes from one `torch.Generator`, so a seed
+(and a saved generator state) reproduces every batch.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from typing import Iterator
 
 import numpy as np
 import torch
+
+BITMAP_MAX_BYTES = 256 << 20
 
 
 @dataclass
@@ -40,6 +45,8 @@ class NegativeSampler:
         self.users = torch.as_tensor(np.asarray(train_user, dtype=np.int64))
         self.items = torch.as_tensor(np.asarray(train_item, dtype=np.int64))
         self.keys = torch.unique(self.users * self.n_items + self.items)  # sorted, no duplicates
+        self.bitmap = training_pair_bitmap(self.keys.numpy(), int(self.users.max()) + 1,
+                                           self.n_items)
         if use_negatives:
             per_user = torch.bincount(self.keys // self.n_items)
             full = torch.nonzero(per_user >= self.n_items).flatten()
@@ -53,6 +60,14 @@ class NegativeSampler:
     def is_training_pair(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Boolean mask: which (user, item) pairs are training interactions."""
         query = users * self.n_items + items
+        if self.bitmap is not None:
+            bits = query.numpy()
+            if len(bits) and bits.max() >= len(self.bitmap) * 8:  # users past the last one
+                found = np.zeros(len(bits), dtype=bool)         # with training pairs
+                inside = bits < len(self.bitmap) * 8
+                found[inside] = _read_bits(self.bitmap, bits[inside])
+                return torch.from_numpy(found)
+            return torch.from_numpy(_read_bits(self.bitmap, bits))
         where = torch.searchsorted(self.keys, query).clamp_(max=len(self.keys) - 1)
         return self.keys[where] == query
 
@@ -79,3 +94,18 @@ class NegativeSampler:
             stop = start + self.batch_size
             yield Batch(users[start:stop], items[start:stop],
                         None if negatives is None else negatives[start:stop])
+
+
+def training_pair_bitmap(keys: np.ndarray, n_users: int, n_items: int) -> np.ndarray | None:
+    """Bit `user * n_items + item` set for every training pair (`keys`), packed 8 to a byte;
+    None when it would take more than BITMAP_MAX_BYTES."""
+    n_bytes = -(-n_users * n_items // 8)
+    if n_bytes > BITMAP_MAX_BYTES:
+        return None
+    bitmap = np.zeros(n_bytes, dtype=np.uint8)
+    np.bitwise_or.at(bitmap, keys >> 3, np.left_shift(1, keys & 7).astype(np.uint8))
+    return bitmap
+
+
+def _read_bits(bitmap: np.ndarray, bits: np.ndarray) -> np.ndarray:
+    return ((bitmap[bits >> 3] >> (bits & 7).astype(np.uint8)) & 1).astype(bool)

@@ -61,3 +61,27 @@ def test_no_negatives_when_model_does_not_use_them():
 def test_user_with_every_item_is_an_error():
     with pytest.raises(ValueError, match="user 0 interacted with every item"):
         NegativeSampler(np.array([0, 0]), np.array([0, 1]), 2, 8, torch.Generator())
+
+
+def test_bitmap_and_binary_search_checks_agree(monkeypatch):
+    """The bitmap (small tables) and the sorted-key search (large ones) answer alike,
+    including for users past the last one with training pairs."""
+    from crane import sampling
+
+    rng = np.random.default_rng(5)
+    users = rng.integers(0, 40, 600)
+    items = rng.integers(0, 13, 600)
+    with_bitmap = NegativeSampler(users, items, 13, 64, torch.Generator().manual_seed(1))
+    monkeypatch.setattr(sampling, "BITMAP_MAX_BYTES", 0)
+    with_search = NegativeSampler(users, items, 13, 64, torch.Generator().manual_seed(1))
+    assert with_bitmap.bitmap is not None and with_search.bitmap is None
+    query_users = torch.as_tensor(rng.integers(0, 45, 5000))  # users 40-44 have no pairs
+    query_items = torch.as_tensor(rng.integers(0, 13, 5000))
+    expected = torch.as_tensor([(int(u), int(i)) in set(zip(users.tolist(), items.tolist()))
+                                for u, i in zip(query_users, query_items)])
+    assert expected.any() and not expected.all()
+    assert torch.equal(with_bitmap.is_training_pair(query_users, query_items), expected)
+    assert torch.equal(with_search.is_training_pair(query_users, query_items), expected)
+    # the same draws, so the same batches
+    for a, b in zip(with_bitmap.epoch(), with_search.epoch()):
+        assert torch.equal(a.neg_items, b.neg_items)
