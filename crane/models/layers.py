@@ -304,6 +304,14 @@ def csr_matmul(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.asarray(out, dtype=np.float32))
 
 
+def transposed_csr(block: sp.csr_matrix) -> sp.csr_matrix:
+    """`block.T` as CSR. scipy multiplies a CSC matrix (what `.T` gives) by a dense one
+    about twice as slowly as the CSR of the same matrix (Baby's batch blocks: 3.6 against
+    1.6 ms, plus 0.5 ms to convert); the results are bitwise equal, since each output row
+    adds its terms in the same (column) order."""
+    return sp.csr_matrix(block.T)
+
+
 class _ConstantCsrMM(torch.autograd.Function):
     """matrix @ dense, backward transpose @ grad with the transpose given up front.
 
@@ -339,8 +347,8 @@ class _ConstantCsrRowsMM(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return torch.from_numpy(np.asarray(ctx.block.T @ grad.contiguous().numpy(),
-                                           dtype=np.float32)), None
+        product = transposed_csr(ctx.block) @ grad.contiguous().numpy()
+        return torch.from_numpy(np.asarray(product, dtype=np.float32)), None
 
 
 def constant_sparse_rows_mm(matrix: torch.Tensor, transpose: torch.Tensor, rows: torch.Tensor,

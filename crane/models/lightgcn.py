@@ -20,7 +20,7 @@ from torch import nn
 from crane.graphs.user_item import symmetric_bipartite_adjacency, to_torch_sparse
 from crane.models import register
 from crane.models.base import Recommender, TrainData, dot_bpr_loss, emb_loss
-from crane.models.layers import dot_scores, gather_rows
+from crane.models.layers import dot_scores, gather_rows, transposed_csr
 from crane.parallel import run_pair
 
 
@@ -118,8 +118,9 @@ class _RowsStep(torch.autograd.Function):
         user_block, item_block = ctx.blocks
         grad_users_np = grad_users.contiguous().numpy()
         grad_items_np = grad_items.contiguous().numpy()
-        grad_of_users, grad_of_items = run_pair(lambda: item_block.T @ grad_items_np,
-                                                lambda: user_block.T @ grad_users_np)
+        grad_of_users, grad_of_items = run_pair(
+            lambda: transposed_csr(item_block) @ grad_items_np,
+            lambda: transposed_csr(user_block) @ grad_users_np)
         return (torch.from_numpy(np.asarray(grad_of_users)),
                 torch.from_numpy(np.asarray(grad_of_items)), None, None)
 
@@ -160,8 +161,8 @@ class _BatchLayerSums(torch.autograd.Function):
         g_users = grad_users.contiguous().numpy()
         g_items = grad_items.contiguous().numpy()
         # last layer: out_users = user_block @ items_{L-1}, out_items = item_block @ users_{L-1}
-        to_users, to_items = run_pair(lambda: item_block.T @ g_items,
-                                      lambda: user_block.T @ g_users)
+        to_users, to_items = run_pair(lambda: transposed_csr(item_block) @ g_items,
+                                      lambda: transposed_csr(user_block) @ g_users)
         to_users, to_items = np.asarray(to_users), np.asarray(to_items)
         for _ in range(n_layers - 1):
             to_users[rows_u] += g_users   # the rows are distinct: += is a scatter-add

@@ -68,3 +68,15 @@ def test_dot_scores_equal_torch_matmul_and_keep_autograd():
     users.requires_grad_()
     out = dot_scores(users, items)
     assert out.grad_fn is not None  # with gradients it stays torch's product
+
+
+def test_transposed_csr_product_is_bitwise_the_transpose_product():
+    """The CSR of block.T multiplies bitwise like scipy's CSC block.T (same term order)."""
+    from crane.models.layers import transposed_csr
+
+    rng = np.random.default_rng(3)
+    block = sp.random(300, 500, density=0.02, format="csr", dtype=np.float32, random_state=4)
+    dense = rng.standard_normal((300, 64)).astype(np.float32)
+    as_csr = transposed_csr(block)
+    assert sp.isspmatrix_csr(as_csr) and as_csr.shape == (500, 300)
+    assert np.array_equal(as_csr @ dense, block.T @ dense)
