@@ -24,7 +24,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -262,6 +262,29 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@contextlib.contextmanager
+def deterministic_cpu_ops(device: torch.device) -> Iterator[None]:
+    """On CPU, torch's deterministic algorithms inside the block (restored after).
+
+    Why: on two or more threads the backward of `table[index]` with repeated indices adds
+    the rows in whatever order the threads reach them, so FREEDOM's or CRANE's gradients
+    differed in the last bits from run to run and a seed did not fix a run's metrics. In
+    deterministic mode torch adds them in index order (the same values as on one thread, and
+    here no slower). Not on GPUs: their deterministic kernels cost time and cuBLAS needs
+    settings of its own, and the project promises reproducible runs on CPU.
+    """
+    if device.type != "cpu":
+        yield
+        return
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
 # -- training -------------------------------------------------------------------------------
 
 def fit_and_evaluate(data: TrainData, interactions: Interactions, model_name: str,
@@ -337,6 +360,10 @@ class _TrainingLoop:
         return self.train_seconds / self.epochs_run if self.epochs_run else 0.0
 
     def run(self) -> None:
+        with deterministic_cpu_ops(self.data.device):
+            self._run()
+
+    def _run(self) -> None:
         if not self.model.trainable:
             start = time.perf_counter()
             self.model.fit()
