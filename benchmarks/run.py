@@ -25,6 +25,7 @@ import json
 import os
 import resource
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -82,6 +83,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--merge", nargs="+", type=Path, default=[], metavar="CSV",
                         help="measure nothing: merge these result CSVs (later files win per "
                              "scale and model) into --out and rewrite its tables")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="run each model N times (a fresh process each) and report the "
+                             "median run: a shared VM's speed drifts between runs")
     parser.add_argument("--profile", action="store_true",
                         help="cProfile each model's epochs + evaluations (slower) into "
                              "<out>/profiles/<scale>-<model>.txt")
@@ -90,6 +94,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--epochs must be >= 1")
     if args.timeout <= 0:
         parser.error("--timeout must be positive")
+    if args.repeat < 1:
+        parser.error("--repeat must be >= 1")
     args.model_specs = [parse_model_spec(spec, parser) for spec in
                         (args.models or default_models())]
     return args
@@ -232,8 +238,10 @@ def main(argv: list[str] | None = None) -> int:
                      for name, label, overrides in args.model_specs]
             for job in jobs:
                 print(f"[{scale}] {job['label']} ...", flush=True)
-                row = run_job(job, work, args.timeout, args.memory_limit_gib, args.threads,
-                              args.omp_wait_policy)
+                runs = 1 if job["model"] == "graphs" else args.repeat
+                row = combine_repeats([run_job(job, work, args.timeout, args.memory_limit_gib,
+                                               args.threads, args.omp_wait_policy)
+                                       for _ in range(runs)])
                 rows.append(row)
                 print("    " + summary_line(row), flush=True)
                 machine["load_average_at_end"] = list(os.getloadavg())
@@ -242,6 +250,30 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print((args.out / tables.MARKDOWN_NAME).read_text())
     return 0
+
+
+REPEATED_TIMINGS = ("epoch_s", "eval_s", "cpu_epoch_s", "cpu_eval_s", "fit_s")
+
+
+def combine_repeats(rows: list[dict]) -> dict:
+    """One row for repeated runs of a job: each timing is the median (lower middle) over the
+    runs, `<timing>_runs` lists them all, the peak memory is the largest. A failed run is
+    reported instead, as it is."""
+    if len(rows) == 1:
+        return rows[0]
+    failed = [row for row in rows if row.get("status") != "ok"]
+    if failed:
+        return failed[0]
+    combined = {**rows[0], "repeats": len(rows)}
+    for key in REPEATED_TIMINGS:
+        values = [row[key] for row in rows if row.get(key) is not None]
+        if len(values) == len(rows):
+            combined[key] = statistics.median_low(values)
+            combined[f"{key}_runs"] = " ".join(f"{value:.3f}" for value in values)
+    peaks = [row["peak_rss_mib"] for row in rows if row.get("peak_rss_mib") is not None]
+    if peaks:
+        combined["peak_rss_mib"] = max(peaks)
+    return combined
 
 
 def summary_line(row: dict) -> str:

@@ -24,11 +24,14 @@ MARKDOWN_NAME = "benchmark.md"
 MACHINE_NAME = "machine.json"
 
 COLUMNS = ["scale", "model", "status", "build_s", "epoch_s", "first_epoch_s", "fit_s",
-           "epochs", "measured_batches", "eval_s", "eval_passes", "cpu_epoch_s", "cpu_eval_s", "peak_rss_mib", "peak_gpu_mib",
+           "epochs", "measured_batches", "eval_s", "eval_passes", "cpu_epoch_s", "cpu_eval_s",
+           "peak_rss_mib", "peak_gpu_mib",
            "batch_size", "batches_per_epoch", "eval_users", "eval_setup_s", "data_s",
            "user_item_s", "knn_image_s", "knn_text_s", "knn_k", "valid_recall@20", "loss",
            "source", "users", "items", "interactions", "train_interactions", "threads",
-           "device", "load_start", "load_end", "wall_s", "started_at", "hparams", "overrides"]
+           "device", "load_start", "load_end", "wall_s", "started_at", "hparams", "overrides",
+           "repeats", "epoch_s_runs", "eval_s_runs", "cpu_epoch_s_runs", "cpu_eval_s_runs",
+           "fit_s_runs"]
 
 SCALE_ORDER = ["tiny", "baby", "clothing", "electronics"]
 MODEL_ORDER = ["graphs", "mostpop", "bpr", "lightgcn", "vbpr", "itemknn_cbf", "lattice",
@@ -228,9 +231,12 @@ def baby_targets(rows: pd.DataFrame) -> list[str]:
         base = str(r["model"]).split("[")[0]
         mmrec, target = BABY_TARGETS.get(base, (None, None))
         train = r["fit_s"] if _present(r["fit_s"]) else r["epoch_s"]
-        out.append(f"| {r['model']} | {_num(train)}{_verdict(train, target)} "
+        train_key = "fit_s" if _present(r["fit_s"]) else "epoch_s"
+        out.append(f"| {r['model']} | {_num(train)}{_verdict(train, target)}"
+                   f"{_runs(r, train_key)} "
                    f"| {_num(r['cpu_epoch_s'])} | {_num(target)} | {_num(mmrec)} "
-                   f"| {_num(r['eval_s'])}{_verdict(r['eval_s'], EVAL_TARGET_S)} "
+                   f"| {_num(r['eval_s'])}{_verdict(r['eval_s'], EVAL_TARGET_S)}"
+                   f"{_runs(r, 'eval_s')} "
                    f"| {_num(r['cpu_eval_s'])} "
                    f"| {EVAL_TARGET_S} | {MMREC_EVAL_S if base in BABY_TARGETS else '-'} "
                    f"| {_first_load(r['load_start'])} |")
@@ -241,6 +247,15 @@ def _verdict(value, target) -> str:
     if not _present(value) or target is None:
         return ""
     return " (met)" if float(value) <= target else " (missed)"
+
+
+def _runs(row, key: str) -> str:
+    """' [median of N runs: low-high]' for a timing measured in repeated runs."""
+    runs = row.get(f"{key}_runs")
+    if not _present(runs):
+        return ""
+    values = [float(value) for value in str(runs).split()]
+    return f" [median of {len(values)} runs: {_num(min(values))}-{_num(max(values))}]"
 
 
 def _present(value) -> bool:

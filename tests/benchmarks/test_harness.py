@@ -143,3 +143,26 @@ def test_extrapolation_counts_the_first_batch_once():
     (row,) = measure.extrapolate_epochs(rows, partial, batches_per_epoch=100)
     assert row["seconds"] == pytest.approx(1.0 + 8.0 + 99 * 1.0)
     assert (row["measured_batches"], row["first_batch_s"]) == (5, 8.0)
+
+
+def test_repeated_runs_report_the_median_run(tmp_path):
+    done = run_suite(tmp_path, "--models", "bpr", "--epochs", "1", "--no-graphs",
+                     "--repeat", "3")
+    assert done.returncode == 0, done.stdout + done.stderr
+    bpr = pd.read_csv(tmp_path / "benchmark.csv").set_index("model").loc["bpr"]
+    runs = [float(value) for value in bpr["epoch_s_runs"].split()]
+    assert bpr["repeats"] == 3 and len(runs) == 3
+    assert bpr["epoch_s"] == pytest.approx(sorted(runs)[1], abs=5e-4)
+
+
+def test_combine_repeats_takes_medians_peaks_and_failures():
+    ok = [{"status": "ok", "epoch_s": t, "eval_s": e, "peak_rss_mib": m, "load_start": [0.1]}
+          for t, e, m in ((0.3, 0.1, 900.0), (0.2, 0.3, 950.0), (0.25, 0.2, 910.0),
+                          (0.4, 0.2, 905.0))]
+    combined = bench_run.combine_repeats(ok)
+    assert (combined["epoch_s"], combined["eval_s"]) == (0.25, 0.2)  # lower middle of four
+    assert combined["peak_rss_mib"] == 950.0 and combined["repeats"] == 4
+    assert combined["epoch_s_runs"] == "0.300 0.200 0.250 0.400"
+    failed = {"status": "timeout", "epoch_s": None}
+    assert bench_run.combine_repeats([ok[0], failed, ok[1]]) is failed
+    assert bench_run.combine_repeats([ok[0]]) is ok[0]
