@@ -45,8 +45,9 @@ class NegativeSampler:
         self.users = torch.as_tensor(np.asarray(train_user, dtype=np.int64))
         self.items = torch.as_tensor(np.asarray(train_item, dtype=np.int64))
         self.keys = torch.unique(self.users * self.n_items + self.items)  # sorted, no duplicates
-        self.bitmap = training_pair_bitmap(self.keys.numpy(), int(self.users.max()) + 1,
-                                           self.n_items)
+        # only negative draws read it (is_training_pair falls back to the sorted keys)
+        self.bitmap = (training_pair_bitmap(self.keys.numpy(), int(self.users.max()) + 1,
+                                            self.n_items) if use_negatives else None)
         if use_negatives:
             per_user = torch.bincount(self.keys // self.n_items)
             full = torch.nonzero(per_user >= self.n_items).flatten()
