@@ -230,8 +230,8 @@ def baby_targets(rows: pd.DataFrame) -> list[str]:
     for _, r in rows[rows["model"] != "graphs"].iterrows():
         base = str(r["model"]).split("[")[0]
         mmrec, target = BABY_TARGETS.get(base, (None, None))
-        train = r["fit_s"] if _present(r["fit_s"]) else r["epoch_s"]
         train_key = "fit_s" if _present(r["fit_s"]) else "epoch_s"
+        train = r[train_key]
         out.append(f"| {r['model']} | {_num(train)}{_verdict(train, target)}"
                    f"{_runs(r, train_key)} "
                    f"| {_num(r['cpu_epoch_s'])} | {_num(target)} | {_num(mmrec)} "
