@@ -36,6 +36,7 @@ from crane.device import describe, resolve_device
 from crane.evaluate import FullRankingEvaluator
 from crane.metrics import metric_columns
 from crane.models.base import Recommender, TrainData
+from crane.optim import make_adam
 from crane.parallel import batch_ops_on_one_thread
 from crane.runs import RunFolder, git_commit, package_versions, peak_memory_mb, topk_frame
 from crane.sampling import NegativeSampler
@@ -221,15 +222,6 @@ def build_model(model_name: str, data: TrainData, hparams: dict[str, Any]) -> Re
         raise ValueError(f"model {model_name!r} needs at least one feature modality")
     model_hp, _ = split_hparams(hparams)
     return model_cls(data, model_hp).to(data.device)
-
-
-def make_adam(params: list[torch.nn.Parameter], lr: float,
-              weight_decay: float) -> torch.optim.Adam:
-    """Adam; the fused kernel (same update, one pass over memory) wherever torch has it."""
-    try:
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
-    except (RuntimeError, ValueError):  # e.g. a device or dtype without the fused kernel
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
 # glibc's mallopt parameters (malloc.h)
