@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import synthetic  # noqa: E402
+from probe import reference_step_ms  # noqa: E402
 from crane import files  # noqa: E402
 from crane.data.processed import TRAIN, VALID  # noqa: E402
 from crane.device import describe, resolve_device  # noqa: E402
@@ -82,6 +83,7 @@ def main(job_path: str) -> int:
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(), "torch": torch.__version__,
     })
+    recorder.update(probe_start_ms=reference_step_ms())
     try:
         if job["model"] == GRAPHS:
             measure_graphs(job, device, recorder)
@@ -95,7 +97,9 @@ def main(job_path: str) -> int:
         recorder.update(traceback=traceback.format_exc()[-4000:])
     if device.type == "cuda":
         recorder.data["peak_gpu_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
-    recorder.update(status=status)
+    probe_end = reference_step_ms()
+    recorder.update(status=status, probe_end_ms=probe_end,
+                    probe_ms=(recorder.data["probe_start_ms"] + probe_end) / 2)
     return 0
 
 

@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-REPEATED_TIMINGS = ("epoch_s", "eval_s", "cpu_epoch_s", "cpu_eval_s", "fit_s")
+REPEATED_TIMINGS = ("epoch_s", "eval_s", "cpu_epoch_s", "cpu_eval_s", "fit_s", "probe_ms")
 
 
 def combine_repeats(rows: list[dict]) -> dict:

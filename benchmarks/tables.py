@@ -29,9 +29,10 @@ COLUMNS = ["scale", "model", "status", "build_s", "epoch_s", "first_epoch_s", "f
            "batch_size", "batches_per_epoch", "eval_users", "eval_setup_s", "data_s",
            "user_item_s", "knn_image_s", "knn_text_s", "knn_k", "valid_recall@20", "loss",
            "source", "users", "items", "interactions", "train_interactions", "threads",
-           "device", "load_start", "load_end", "wall_s", "started_at", "hparams", "overrides",
+           "device", "load_start", "load_end", "probe_ms", "probe_start_ms", "probe_end_ms",
+           "wall_s", "started_at", "hparams", "overrides",
            "repeats", "epoch_s_runs", "eval_s_runs", "cpu_epoch_s_runs", "cpu_eval_s_runs",
-           "fit_s_runs"]
+           "fit_s_runs", "probe_ms_runs"]
 
 SCALE_ORDER = ["tiny", "baby", "clothing", "electronics"]
 MODEL_ORDER = ["graphs", "mostpop", "bpr", "lightgcn", "vbpr", "itemknn_cbf", "lattice",
@@ -205,8 +206,9 @@ def scale_table(rows: pd.DataFrame) -> list[str]:
                 "below read these kNN graphs from the cache: their build time is the rest "
                 "of their graph and parameter set-up.", ""]
     out += ["| model | build graphs (s) | train (s/epoch) | eval (s/pass) | peak RSS (MiB) "
-            "| train CPU (s/epoch) | eval CPU (s/pass) | epochs | load (1 min) | status |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+            "| train CPU (s/epoch) | eval CPU (s/pass) | epochs | load (1 min) | probe (ms) "
+            "| status |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for _, r in rows[rows["model"] != "graphs"].iterrows():
         train = (f"fit {_num(r['fit_s'])}" if _present(r["fit_s"]) else _num(r["epoch_s"]))
         if _present(r.get("measured_batches")) and _present(r["epoch_s"]):
@@ -215,7 +217,8 @@ def scale_table(rows: pd.DataFrame) -> list[str]:
         out.append(f"| {r['model']} | {_num(r['build_s'])} | {train} | {_num(r['eval_s'])} "
                    f"| {_num(r['peak_rss_mib'], 0)} | {_num(r['cpu_epoch_s'])} "
                    f"| {_num(r['cpu_eval_s'])} | {_int(r['epochs'])} "
-                   f"| {_first_load(r['load_start'])} | {r['status']} |")
+                   f"| {_first_load(r['load_start'])} | {_num(r.get('probe_ms'))} "
+                   f"| {r['status']} |")
     return out
 
 
@@ -223,10 +226,13 @@ def baby_targets(rows: pd.DataFrame) -> list[str]:
     out = ["## Baby, against MMRec (2 CPU cores) and the targets", "",
            "Targets are wall seconds on an otherwise idle machine; on a shared one read the CPU "
            "seconds beside them (2 threads: an idle machine's wall time lies between CPU / 2 "
-           "and CPU) and the load.", "",
+           "and CPU) and the load. The probe is a fixed reference workload timed in the same "
+           "process (benchmarks/probe.py): a higher probe means a slower machine at the time.",
+           "",
            "| model | measured train (s/epoch) | train CPU (s) | target | MMRec "
-           "| measured eval (s/pass) | eval CPU (s) | target | MMRec | load (1 min) |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "| measured eval (s/pass) | eval CPU (s) | target | MMRec | load (1 min) "
+           "| probe (ms) |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for _, r in rows[rows["model"] != "graphs"].iterrows():
         base = str(r["model"]).split("[")[0]
         mmrec, target = BABY_TARGETS.get(base, (None, None))
@@ -239,7 +245,7 @@ def baby_targets(rows: pd.DataFrame) -> list[str]:
                    f"{_runs(r, 'eval_s')} "
                    f"| {_num(r['cpu_eval_s'])} "
                    f"| {EVAL_TARGET_S} | {MMREC_EVAL_S if base in BABY_TARGETS else '-'} "
-                   f"| {_first_load(r['load_start'])} |")
+                   f"| {_first_load(r['load_start'])} | {_num(r.get('probe_ms'))} |")
     return out
 
 

@@ -14,6 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+import probe  # noqa: E402
 import run as bench_run  # noqa: E402
 import synthetic  # noqa: E402
 from crane.data.processed import TEST, TRAIN, VALID  # noqa: E402
@@ -47,10 +48,14 @@ def test_suite_writes_csv_markdown_and_machine(suite_out):
     assert (bpr["users"], bpr["items"]) == (400, 150)
     assert rows.loc["mostpop", "fit_s"] >= 0 and pd.isna(rows.loc["mostpop", "epoch_s"])
     assert rows.loc["bpr", "threads"] == 1
+    # the machine-speed probe, timed in the same process at its start and end
+    assert bpr["probe_start_ms"] > 0 and bpr["probe_end_ms"] > 0
+    assert bpr["probe_ms"] == pytest.approx((bpr["probe_start_ms"] + bpr["probe_end_ms"]) / 2)
 
     markdown = (suite_out / "benchmark.md").read_text()
     assert "## tiny: 400 users, 150 items" in markdown
     assert "| bpr |" in markdown and "| mostpop |" in markdown
+    assert "| probe (ms) |" in markdown
 
     machine = json.loads((suite_out / "machine.json").read_text())
     assert machine["threads_requested"] == 1
@@ -166,3 +171,14 @@ def test_combine_repeats_takes_medians_peaks_and_failures():
     failed = {"status": "timeout", "epoch_s": None}
     assert bench_run.combine_repeats([ok[0], failed, ok[1]]) is failed
     assert bench_run.combine_repeats([ok[0]]) is ok[0]
+
+
+def test_probe_times_the_reference_step_and_restores_threads():
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the probe runs on one thread, then puts the setting back
+    try:
+        assert probe.reference_step_ms(steps=3) > 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
