@@ -47,7 +47,7 @@ def test_value_gradients_equal_the_dense_reference(monkeypatch):
     base = random_csr(60, 60, 0.1, seed=2)
     values = base.values().clone().requires_grad_()
     matrix = torch.sparse_csr_tensor(base.crow_indices(), base.col_indices(), values * 1.5,
-                                     base.shape)
+                                     base.shape, check_invariants=True)
     h = torch.randn(60, 8, generator=torch.Generator().manual_seed(1), requires_grad=True)
     weights = torch.randn(60, 8, generator=torch.Generator().manual_seed(2))
     (csr_mm_with_value_grad(matrix, h) * weights).sum().backward()
@@ -55,7 +55,7 @@ def test_value_gradients_equal_the_dense_reference(monkeypatch):
     ref_values = base.values().clone().requires_grad_()
     ref_h = h.detach().clone().requires_grad_()
     dense = torch.sparse_csr_tensor(base.crow_indices(), base.col_indices(), ref_values * 1.5,
-                                    base.shape).to_dense()
+                                    base.shape, check_invariants=True).to_dense()
     ((dense @ ref_h) * weights).sum().backward()
     torch.testing.assert_close(values.grad, ref_values.grad, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(h.grad, ref_h.grad, rtol=1e-5, atol=1e-6)
