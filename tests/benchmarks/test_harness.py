@@ -178,7 +178,7 @@ def test_probe_times_the_reference_step_and_restores_threads():
     threads = torch.get_num_threads()
     torch.set_num_threads(2)  # the probe runs on one thread, then puts the setting back
     try:
-        assert probe.reference_step_ms(steps=3) > 0
+        assert probe.reference_step_ms(steps_timed=3) > 0
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
