@@ -137,7 +137,7 @@ def check_hparams(model: str, hparams: dict[str, Any], names: tuple[str, ...]) -
 
 def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
     """MMRec's BPR: -mean log(1e-10 + sigmoid(s_pos - s_neg))."""
-    return -torch.log(1e-10 + torch.sigmoid(pos_scores - neg_scores)).mean()
+    return bpr_of_probability(torch.sigmoid(pos_scores - neg_scores))
 
 
 def dot_bpr_loss(user_e: torch.Tensor, pos_e: torch.Tensor, neg_e: torch.Tensor
@@ -151,20 +151,45 @@ def dot_bpr_loss(user_e: torch.Tensor, pos_e: torch.Tensor, neg_e: torch.Tensor
 class _DotBPR(torch.autograd.Function):
     @staticmethod
     def forward(ctx, user_e, pos_e, neg_e):
-        probability = torch.sigmoid((user_e * pos_e).sum(1) - (user_e * neg_e).sum(1))
+        probability = bpr_probability(user_e, pos_e, neg_e)
         ctx.save_for_backward(user_e, pos_e, neg_e, probability)
-        return -torch.log(1e-10 + probability).mean()
+        return bpr_of_probability(probability)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         user_e, pos_e, neg_e, probability = ctx.saved_tensors
-        # d/dx -log(1e-10 + sigmoid(x)) = -sigmoid(x) (1 - sigmoid(x)) / (1e-10 + sigmoid(x))
-        weight = (probability * (1 - probability) / (1e-10 + probability)
-                  * (-grad / len(probability)))[:, None]
+        weight = bpr_score_weight(probability, grad)
         to_user = weight * (pos_e - neg_e) if ctx.needs_input_grad[0] else None
         to_pos = weight * user_e if ctx.needs_input_grad[1] or ctx.needs_input_grad[2] else None
         return to_user, to_pos, -to_pos if ctx.needs_input_grad[2] else None
+
+
+# The pieces of the dot-product BPR loss and of EmbLoss, shared by their autograd functions
+# here and by BPR-MF's one-node loss (crane/models/bpr.py), which must stay bitwise equal.
+
+def bpr_probability(user_e: torch.Tensor, pos_e: torch.Tensor,
+                    neg_e: torch.Tensor) -> torch.Tensor:
+    """sigmoid(s_pos - s_neg) of the dot-product scores."""
+    return torch.sigmoid((user_e * pos_e).sum(1) - (user_e * neg_e).sum(1))
+
+
+def bpr_of_probability(probability: torch.Tensor) -> torch.Tensor:
+    return -torch.log(1e-10 + probability).mean()
+
+
+def bpr_score_weight(probability: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """d loss / d (s_pos - s_neg) per row, as a column."""
+    # d/dx -log(1e-10 + sigmoid(x)) = -sigmoid(x) (1 - sigmoid(x)) / (1e-10 + sigmoid(x))
+    return (probability * (1 - probability) / (1e-10 + probability)
+            * (-grad / len(probability)))[:, None]
+
+
+def emb_loss_coefficients(norms: list[torch.Tensor] | tuple[torch.Tensor, ...],
+                          scale: torch.Tensor) -> list[torch.Tensor]:
+    """d (scale * ||e||) / de = e * coefficient; the coefficient is 0 at e = 0, as in
+    torch's norm backward."""
+    return [torch.where(norm > 0, scale / norm, 0.0) for norm in norms]
 
 
 def emb_loss(*embeddings: torch.Tensor) -> torch.Tensor:
@@ -186,7 +211,7 @@ class _EmbLoss(torch.autograd.Function):
     def backward(ctx, grad):
         saved = ctx.saved_tensors
         embeddings, norms = saved[:len(saved) // 2], saved[len(saved) // 2:]
-        scale = grad / embeddings[-1].shape[0]
-        # d||e|| / de = e / ||e||, and 0 at e = 0 (as torch's norm backward)
-        return tuple(e * torch.where(norm > 0, scale / norm, 0.0) if needed else None
-                     for e, norm, needed in zip(embeddings, norms, ctx.needs_input_grad))
+        coefficients = emb_loss_coefficients(norms, grad / embeddings[-1].shape[0])
+        return tuple(e * coefficient if needed else None
+                     for e, coefficient, needed in zip(embeddings, coefficients,
+                                                      ctx.needs_input_grad))
