@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from crane.parallel import torch_threads
+from crane.ops.threads import torch_threads
 
 TABLE_ROWS = (19_445, 7_050)
 EMBEDDING_SIZE = 64

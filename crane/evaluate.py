@@ -26,7 +26,7 @@ from threadpoolctl import ThreadpoolController
 from crane.data.processed import TEST, TRAIN, VALID, Interactions
 from crane.metrics import DEFAULT_KS, metric_columns, ranking_metrics
 from crane.models.base import Recommender
-from crane.parallel import torch_threads
+from crane.ops.threads import torch_threads
 from crane.topk import top_k_rows
 
 # On CPU a chunk's (users x items) float32 scores are kept to about this many entries

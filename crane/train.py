@@ -36,8 +36,8 @@ from crane.device import describe, resolve_device
 from crane.evaluate import FullRankingEvaluator
 from crane.metrics import metric_columns
 from crane.models.base import Recommender, TrainData
-from crane.optim import make_adam
-from crane.parallel import batch_ops_on_one_thread
+from crane.ops.adam import make_adam
+from crane.ops.threads import training_step_threads
 from crane.runs import RunFolder, git_commit, package_versions, peak_memory_mb, topk_frame
 from crane.sampling import NegativeSampler
 from crane.tuning import hp_hash
@@ -417,8 +417,7 @@ class _TrainingLoop:
         # deterministic mode for training only: it slows the evaluator's masking by ~15 %
         with deterministic_cpu_ops(self.data.device):
             self.model.start_epoch(epoch, self.generator)
-            with (batch_ops_on_one_thread() if self.model.single_threaded_steps
-                  and self.data.device.type == "cpu" else contextlib.nullcontext()):
+            with training_step_threads(self.model.name, self.data.device):
                 n_batches = self._train_batches(sampler, sums)
         lr = self.optimizer.param_groups[0]["lr"]
         if self.scheduler is not None:

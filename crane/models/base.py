@@ -65,9 +65,6 @@ class Recommender(nn.Module):
     uses_negatives: ClassVar[bool] = True
     # MostPop and ItemKNN-CBF have nothing to optimise: the trainer fits once and evaluates.
     trainable: ClassVar[bool] = True
-    # True when a training step is torch work on batch-sized tensors plus hand-split sparse
-    # products: the trainer then runs the step at one torch thread (crane.parallel).
-    single_threaded_steps: ClassVar[bool] = False
     # modalities the model needs ("image", "text"); empty for ID-only models.
     required_modalities: ClassVar[tuple[str, ...]] = ()
     # True when the model uses whatever modalities the dataset provides (at least one).

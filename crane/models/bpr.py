@@ -16,7 +16,6 @@ from crane.models.layers import dot_scores
 @register("bpr")
 class BPR(Recommender):
     hparam_names = ("embedding_size", "reg_weight")
-    single_threaded_steps = True  # batch-sized torch work (crane.parallel)
     def __init__(self, data: TrainData, hparams: dict[str, Any]):
         super().__init__(data, hparams)
         size = int(hparams["embedding_size"])

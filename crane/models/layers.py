@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from crane.graphs.user_item import to_torch_sparse
-from crane.parallel import run_pair, sparse_product_threads
+from crane.ops.threads import run_pair, sparse_product_threads
 
 
 # --------------------------------------------------------------------------- fusion blocks

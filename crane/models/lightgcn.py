@@ -21,7 +21,7 @@ from crane.graphs.user_item import symmetric_bipartite_adjacency, to_torch_spars
 from crane.models import register
 from crane.models.base import Recommender, TrainData, dot_bpr_loss, emb_loss
 from crane.models.layers import dot_scores, gather_rows, transposed_csr
-from crane.parallel import run_pair
+from crane.ops.threads import run_pair
 
 
 class BipartitePropagation:
@@ -176,7 +176,6 @@ class _BatchLayerSums(torch.autograd.Function):
 @register("lightgcn")
 class LightGCN(Recommender):
     hparam_names = ("embedding_size", "n_layers", "reg_weight")
-    single_threaded_steps = True  # batch-sized torch work (crane.parallel)
     def __init__(self, data: TrainData, hparams: dict[str, Any]):
         super().__init__(data, hparams)
         size = int(hparams["embedding_size"])

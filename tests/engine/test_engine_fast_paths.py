@@ -9,7 +9,7 @@ from torch import nn
 
 from crane.models.base import Recommender, dot_bpr_loss, emb_loss
 from crane.models.layers import gather_rows
-from crane.parallel import batch_ops_on_one_thread, run_pair, sparse_product_threads
+from crane.ops.threads import batch_ops_on_one_thread, run_pair, sparse_product_threads
 from crane.train import TrainingConfig, deterministic_cpu_ops, fit_and_evaluate
 from tests.models._threads import one_torch_thread
 
@@ -122,9 +122,13 @@ class ThreadProbe(Recommender):
 def test_trainer_runs_opted_in_steps_on_one_thread(clustered, train_data_of, single,
                                                    monkeypatch):
     from crane import models
+    from crane.ops import threads as thread_policy
 
-    probe = type("Probe", (ThreadProbe,), {"single_threaded_steps": single})
+    probe = type("Probe", (ThreadProbe,), {"name": "test_thread_probe"})
     monkeypatch.setitem(models._REGISTRY, "test_thread_probe", probe)
+    if single:
+        monkeypatch.setattr(thread_policy, "ONE_THREAD_STEP_MODELS",
+                            thread_policy.ONE_THREAD_STEP_MODELS | {"test_thread_probe"})
     ThreadProbe.seen = []
     threads = torch.get_num_threads()
     torch.set_num_threads(2)

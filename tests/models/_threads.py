@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 
-from crane.parallel import torch_threads
+from crane.ops.threads import torch_threads
 
 
 def one_torch_thread() -> AbstractContextManager[None]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from crane.optim import FusedAdam, make_adam
+from crane.ops.adam import FusedAdam, make_adam
 
 
 def _tables(seed: int) -> list[torch.nn.Parameter]:

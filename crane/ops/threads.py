@@ -13,19 +13,20 @@ products. The optimizer step stays on one thread too: Adam alone over Baby's tab
 faster on two (0.83 against 1.26 ms), but inside the epoch (OMP_WAIT_POLICY=PASSIVE, three
 A/B pairs of 7 epochs) two threads for the step moved neither BPR (0.19-0.21 against
 0.17-0.21 s) nor LightGCN (1.04-1.15 against 1.16-1.27 s) beyond the run-to-run spread.
-Models opt in (`Recommender.single_threaded_steps`); the trainer applies it. BPR-MF and
-LightGCN do; models with feature projections do not (their dense products want both
-threads: at Baby, 4 epochs, VBPR 2.25 -> 4.18 s, LATTICE 2.25 -> 2.84 s, FREEDOM at
-reg_weight 0 1.08 -> 1.32 s per epoch when opted in).
+The policy lives here, not in the model files: `ONE_THREAD_STEP_MODELS` names the models
+whose steps run on one torch thread (BPR-MF and LightGCN), and `training_step_threads` gives
+the engine the context for a model's step. Models with feature projections are not listed:
+their dense products want both threads (VBPR, LATTICE and FREEDOM slow down when listed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Callable, Iterator, TypeVar
+from typing import Callable, ContextManager, Iterator, TypeVar
 
 import torch
 
@@ -76,3 +77,15 @@ def run_pair(first: Callable[[], T], second: Callable[[], T]) -> tuple[T, T]:
 @functools.cache
 def _helper() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparse-product")
+
+
+# Models whose training step is torch work on batch-sized tensors plus hand-split sparse
+# products: one torch thread runs their steps faster than two.
+ONE_THREAD_STEP_MODELS = frozenset({"bpr", "lightgcn"})
+
+
+def training_step_threads(model_name: str, device: torch.device) -> ContextManager[None]:
+    """The thread context a training epoch's steps of `model_name` run in."""
+    if model_name in ONE_THREAD_STEP_MODELS and torch.device(device).type == "cpu":
+        return batch_ops_on_one_thread()
+    return contextlib.nullcontext()
