@@ -10,7 +10,7 @@ docs/training.md, up to 1000 epochs) on the same folder over several seeds and r
 mean +- std, the standard error of the mean, and whether each metric lands within
 max(3 % of MMRec's value, 2 SEM) of it.
 
-With `--grid` it first tunes the model's grid (config/models/<model>.yaml, MMRec's grid) on
+With `--grid` it first tunes the model's grid (crane/configs/models/<model>.yaml, MMRec's grid) on
 the first seed, selects on validation Recall@20 (crane.tuning.select_best, the project's
 policy), runs the selected point on every seed and reports the gap to MMRec's published
 Baby table (BPR 0.0575 / 0.0249, LightGCN 0.0754 / 0.0328; MMRec selects its grid on test).
@@ -88,7 +88,6 @@ MMREC = {  # model -> (hyper-parameters, MMRec's test recall@20, ndcg@20 on this
 # MMRec's published Baby table (BPR and LightGCN, each grid selected by MMRec): --grid target
 PUBLISHED = {"bpr": (0.0575, 0.0249), "lightgcn": (0.0754, 0.0328)}
 RELATIVE_TOLERANCE = 0.03
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "config/models"
 
 
 def read_mmrec_folder(folder: Path, name: str = "baby") -> Interactions:
@@ -170,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timing", type=int, default=0, metavar="EPOCHS",
                         help="only time EPOCHS training epochs and 3 validation passes")
     parser.add_argument("--grid", action="store_true",
-                        help="tune config/models/<model>.yaml's grid on the first seed, select "
+                        help="tune the model file's grid on the first seed, select "
                              "on validation, run that point on every seed, compare with the "
                              "published table")
     parser.add_argument("--out", type=Path, default=Path("results/fidelity_mmrec"),
@@ -274,9 +273,9 @@ def train_seed(model: str, hparams: dict, seed: int, args: argparse.Namespace,
 
 def tune_on_validation(model: str, args: argparse.Namespace, data: TrainData,
                        interactions: Interactions, training: TrainingConfig) -> dict:
-    """Every point of config/models/<model>.yaml's grid on the first seed; the project's
+    """Every point of the model file's grid on the first seed; the project's
     tuning policy (crane.tuning.select_best: validation Recall@20) picks one."""
-    points = grid_points(load_model_config(model, CONFIG_DIR))
+    points = grid_points(load_model_config(model))
     run_pending(model, [(hparams, args.seeds[0]) for hparams in points], args, data,
                 interactions, training)
     selection = select_best([run_dir_of(args.out, model, h, args.seeds[0]) for h in points])

@@ -175,7 +175,7 @@ def measure_model(job: dict, device: torch.device, recorder: Recorder) -> None:
 
     job_start = time.monotonic()
     model_cls = models.get(job["model"])
-    hparams = {**load_model_config(job["model"], REPO / "config" / "models")["defaults"],
+    hparams = {**load_model_config(job["model"])["defaults"],
                **job.get("overrides", {})}
     # ID-only models never see the features (their memory would blur the peak).
     with_features = bool(model_cls.required_modalities) or model_cls.uses_content

@@ -11,8 +11,8 @@ kNN graphs (k = 10, per modality) and leaves them in a kNN cache that the model 
 scale read (so their `build` column is the rest of their graph set-up).
 
 Models are given as registry names, optionally with hyper-parameter overrides on top of
-config/models/<model>.yaml's defaults: `freedom:reg_weight=0,dropout=0.8`. The default list
-is every model with a config file, FREEDOM at MMRec's timing point (reg_weight 0).
+the model file's defaults (crane/configs/models/<model>.yaml): `freedom:reg_weight=0,dropout=0.8`.
+The default list is every model with a config file, FREEDOM at MMRec's timing point (reg_weight 0).
 
 Results (rows replace earlier rows of the same scale and model; --fresh starts over):
 `<out>/benchmark.csv`, `<out>/benchmark.md` (a table per scale), `<out>/machine.json`.
@@ -40,6 +40,7 @@ sys.path.insert(0, str(HERE))
 import synthetic  # noqa: E402
 import tables  # noqa: E402
 from crane import files  # noqa: E402
+from crane.configs import MODELS_DIR  # noqa: E402
 
 DEFAULT_OUT = HERE / "results"
 # Timing points that differ from a model's defaults: MMRec's FREEDOM timing ran at
@@ -102,7 +103,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def default_models() -> list[str]:
-    names = sorted(p.stem for p in (REPO / "config" / "models").glob("*.yaml"))
+    names = sorted(p.stem for p in MODELS_DIR.glob("*.yaml"))
     order = tables.MODEL_ORDER
     names.sort(key=lambda n: order.index(n) if n in order else len(order))
     return names

@@ -2,8 +2,8 @@
 
 Layers, later wins: config files (Snakemake's `--configfile`, in order), then `--config
 key=value` pairs (Snakemake's own), then `set_overrides` for dotted keys from `crane` commands.
-The schema (workflow/schemas/config.schema.yaml) rejects unknown keys, so a typo stops the run
-with a message naming the key instead of silently using a default.
+The schema (crane/configs/config.schema.yaml, package data) rejects unknown keys, so a typo
+stops the run with a message naming the key instead of silently using a default.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from typing import Any, Iterable
 import jsonschema
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+from crane.configs import SCHEMA_PATH
+from crane.tuning import model_configs_dir
+
 
 
 class ConfigError(ValueError):
@@ -50,7 +51,11 @@ def _path_of(error: jsonschema.ValidationError) -> str:
 
 
 def validate_config(config: dict[str, Any], models_dir: Path | None = None) -> dict[str, Any]:
-    """Return a validated copy with defaults filled; raise ConfigError naming the first problem."""
+    """Return a validated copy with defaults filled; raise ConfigError naming the first problem.
+
+    Model files are looked up in `models_dir`, else in the config's `models_dir`, else in the
+    packaged crane/configs/models.
+    """
     resolved = copy.deepcopy(config)
     validator = _validator_filling_defaults()(load_schema())
     errors = sorted(validator.iter_errors(resolved), key=lambda e: (len(e.absolute_path), e.path))
@@ -58,7 +63,7 @@ def validate_config(config: dict[str, Any], models_dir: Path | None = None) -> d
         # The most specific error is the useful one (if/then branches report at the parent).
         error = max(errors, key=lambda e: len(e.absolute_path))
         raise ConfigError(f"invalid config: {_path_of(error)}: {error.message}")
-    _cross_check(resolved, models_dir or REPO_ROOT / resolved.get("models_dir", "config/models"))
+    _cross_check(resolved, models_dir or model_configs_dir(resolved.get("models_dir")))
     return resolved
 
 

@@ -39,7 +39,7 @@ DATA_CODE = ["crane/data", "crane/features/image_fetch.py", "workflow/rules/data
 FEATURE_CODE = ["crane/features", "crane/graphs/item_knn.py", "workflow/rules/features.smk"]
 TRAIN_CODE = ["crane/models", "crane/graphs", "crane/train.py", "crane/evaluate.py",
               "crane/metrics.py", "crane/sampling.py", "crane/runs.py", "crane/tuning.py",
-              "crane/study.py", "config/models", "workflow/rules/train.smk"]
+              "crane/study.py", "crane/configs", "workflow/rules/train.smk"]
 REPORT_CODE = ["crane/report", "workflow/rules/report.smk"]
 TRAIN_PARAMS = ["seeds", "models", "tuning", "training", "model_overrides", "ablations",
                 "sensitivity", "device"]

@@ -16,7 +16,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from crane.config import REPO_ROOT, ConfigError
+from crane.config import ConfigError
 from crane import layout, tuning
 from crane.tuning import hp_hash
 
@@ -58,10 +58,10 @@ class ModelSpec:
 class StudyPlan:
     """Every output path the workflow can produce for one validated config."""
 
-    def __init__(self, config: dict[str, Any], repo_root: Path = REPO_ROOT):
+    def __init__(self, config: dict[str, Any]):
         self.config = config
         self.results = config["results"]
-        self.models_dir = repo_root / config.get("models_dir", "config/models")
+        self.models_dir = tuning.model_configs_dir(config.get("models_dir"))
         self.seeds: list[int] = list(config["seeds"])
         self.tuning_seed = self.seeds[0]
         self.datasets: list[str] = list(config["datasets"])
@@ -161,7 +161,7 @@ class StudyPlan:
             missing = [v for v in wanted if v not in variants]
             if missing:
                 raise ConfigError(f"ablations.variants: unknown variant(s) {missing}; "
-                                  f"config/models/crane.yaml defines {sorted(variants)}")
+                                  f"{self.models_dir / 'crane.yaml'} defines {sorted(variants)}")
             variants = {v: variants[v] for v in wanted}
         if variants.get(layout.FULL_MODEL_VARIANT):
             raise ConfigError(f"ablations: variant {layout.FULL_MODEL_VARIANT!r} is the full model "
@@ -183,7 +183,7 @@ class StudyPlan:
             missing = [p for p in wanted if p not in points]
             if missing:
                 raise ConfigError(f"sensitivity.params: unknown parameter(s) {missing}; "
-                                  f"config/models/crane.yaml sweeps {sorted(points)}")
+                                  f"{self.models_dir / 'crane.yaml'} sweeps {sorted(points)}")
             points = {p: points[p] for p in wanted}
         return points
 

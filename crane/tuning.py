@@ -1,8 +1,9 @@
 """Hyper-parameter grids and the tuning policy: select on VALIDATION, never on test.
 
-`config/models/<model>.yaml` holds `defaults` (every hyper-parameter the model reads) and
-`grid` (key -> list of values searched on the first seed). A grid point is the defaults with
-one value per grid key; its `hp_hash` names its run folder.
+A model's file, `<model>.yaml` in the packaged crane/configs/models (or in a folder given by the
+config's `models_dir` / `crane train --model-config`), holds `defaults` (every hyper-parameter
+the model reads) and `grid` (key -> list of values searched on the first seed). A grid point
+is the defaults with one value per grid key; its `hp_hash` names its run folder.
 """
 
 from __future__ import annotations
@@ -15,18 +16,28 @@ from typing import Any, Iterable
 import yaml
 
 from crane import files
-
-DEFAULT_CONFIG_DIR = Path("config/models")
+from crane.configs import MODELS_DIR
 MODEL_FILE_KEYS = {"description", "defaults", "grid", "ablations", "sensitivity"}
 
 
-def load_model_config(model: str, config_dir: str | Path = DEFAULT_CONFIG_DIR) -> dict[str, Any]:
+def model_configs_dir(configured: str | Path | None = None) -> Path:
+    """The folder of model files: `configured` when given (relative to the working
+    directory), else the packaged crane/configs/models."""
+    return Path(configured) if configured else MODELS_DIR
+
+
+def model_config_path(model: str, config_dir: str | Path | None = None) -> Path:
+    """`<model>.yaml` in `model_configs_dir(config_dir)`; it need not exist."""
+    return model_configs_dir(config_dir) / f"{model}.yaml"
+
+
+def load_model_config(model: str, config_dir: str | Path | None = None) -> dict[str, Any]:
     """`{"defaults": {...}, "grid": {...}}` of `<config_dir>/<model>.yaml`, checked.
 
     Other top-level sections (a description, a model's ablation or sensitivity lists) are
     passed through unchanged for whoever uses them.
     """
-    path = Path(config_dir) / f"{model}.yaml"
+    path = model_config_path(model, config_dir)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no hyper-parameter file for model {model!r}")
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -46,7 +57,7 @@ def load_model_config(model: str, config_dir: str | Path = DEFAULT_CONFIG_DIR) -
     return {**raw, "defaults": dict(defaults), "grid": {k: list(v) for k, v in grid.items()}}
 
 
-def default_hparams(model: str, config_dir: str | Path = DEFAULT_CONFIG_DIR,
+def default_hparams(model: str, config_dir: str | Path | None = None,
                     **overrides: Any) -> dict[str, Any]:
     """The model's full default point from its file, with `overrides` on top."""
     return {**load_model_config(model, config_dir)["defaults"], **overrides}

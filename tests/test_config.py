@@ -1,5 +1,9 @@
 """Config validation: defaults are filled, and every kind of mistake names its key."""
 
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -75,3 +79,32 @@ def test_overrides_are_typed_and_nested():
 def test_shipped_configs_are_valid(name):
     config = yaml.safe_load((ROOT / "config" / name).read_text())
     validate_config(config)
+
+
+def test_a_built_wheel_reads_its_schema_and_model_files_as_package_data(tmp_path):
+    """An installed crane validates configs and reads model files from crane/configs inside
+    the package: nothing is looked up relative to a checkout."""
+    source = tmp_path / "source"
+    shutil.copytree(ROOT / "crane", source / "crane",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps",
+                    "--no-build-isolation", "-q", "-w", str(tmp_path / "dist")],
+                   check=True, cwd=tmp_path, capture_output=True)
+    wheel = next((tmp_path / "dist").glob("*.whl"))
+    shipped = {p.relative_to(ROOT).as_posix() for p in (ROOT / "crane" / "configs").rglob("*.yaml")}
+    assert "crane/configs/config.schema.yaml" in shipped
+    assert shipped <= set(zipfile.ZipFile(wheel).namelist())
+
+    installed = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(installed)
+    probe = ("import crane, crane.tuning as t, crane.config as c\n"
+             f"assert crane.__file__.startswith({str(installed)!r}), crane.__file__\n"
+             "c.validate_config({'seeds': [1], 'models': ['lattice'], "
+             "'datasets': {'d': {'source': {'type': 'demo'}}}})\n"
+             "print(t.load_model_config('lattice')['defaults']['knn_k'])\n")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True,
+                         text=True, env={"PYTHONPATH": str(installed), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "10"

@@ -27,7 +27,7 @@ def plan(tmp_path, **extra):
               "datasets": {"a": {"source": {"type": "demo"}}, "b": {"source": {"type": "demo"}}},
               "models_dir": str(write_models(tmp_path))}
     config.update(extra)
-    return StudyPlan(validate_config(config, tmp_path), repo_root=Path("/"))
+    return StudyPlan(validate_config(config, tmp_path))
 
 
 def test_default_tuning_runs_one_point_per_model_on_every_seed(tmp_path):

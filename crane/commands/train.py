@@ -24,8 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--model", required=True, help="registered model name (crane models)")
     train.add_argument("--hparams", type=parse_spec, default=None,
                        help="hyper-parameters, JSON or @file, merged over the model's defaults")
-    train.add_argument("--model-config", type=Path, default=Path("config/models"),
-                       help="folder of <model>.yaml (defaults and grids)")
+    train.add_argument("--model-config", type=Path, default=None,
+                       help="folder of <model>.yaml (default: the packaged crane/configs/models)")
     train.add_argument("--seed", type=int, required=True)
     train.add_argument("--training", type=parse_spec, default=None,
                        help="trainer settings, JSON or @file (epochs, patience, ...)")
@@ -114,16 +114,16 @@ def parse_features(pairs: list[str]) -> dict[str, Path]:
 
 
 def resolve_hparams(model: str, given: dict[str, Any] | None, overrides: dict[str, Any],
-                    config_dir: Path) -> dict[str, Any]:
+                    config_dir: Path | None) -> dict[str, Any]:
     """Model defaults (when its yaml exists), then --hparams, then --set."""
-    from crane.tuning import load_model_config
+    from crane.tuning import load_model_config, model_config_path
 
     defaults: dict[str, Any] = {}
-    if (config_dir / f"{model}.yaml").exists():
+    path = model_config_path(model, config_dir)
+    if path.exists():
         defaults = load_model_config(model, config_dir)["defaults"]
     elif given is None:
-        raise FileNotFoundError(f"{config_dir / (model + '.yaml')}: no defaults for model "
-                                f"{model!r}; pass --hparams")
+        raise FileNotFoundError(f"{path}: no defaults for model {model!r}; pass --hparams")
     return {**defaults, **(given or {}), **overrides}
 
 

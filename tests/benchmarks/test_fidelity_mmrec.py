@@ -43,7 +43,7 @@ def test_grid_selects_on_validation_and_reuses_mmrecs_point(tmp_path, capsys):
                          "--max-epochs", "2", "--threads", "1", "--grid", "--out", str(out)])
     entry = files.read_json(out / "summary.json")["bpr_grid"]
     table = entry["selection"]["table"]
-    assert len(table) == 7                               # config/models/bpr.yaml's grid
+    assert len(table) == 7                               # bpr.yaml's grid
     best_valid = max(row["valid"] for row in table)
     first_best = next(row for row in table if row["valid"] == best_valid)
     assert entry["hparams"] == first_best["hparams"]     # validation, ties to grid order

@@ -5,7 +5,8 @@ from pathlib import Path
 import yaml
 
 from crane import dvc_stages
-from crane.config import REPO_ROOT
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_committed_dvc_yaml_matches_the_default_config(monkeypatch):

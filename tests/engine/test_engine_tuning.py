@@ -18,9 +18,9 @@ def test_shipped_grids_follow_the_protocol():
 
 
 def test_every_shipped_model_config_loads():
-    from pathlib import Path
+    from crane.configs import MODELS_DIR
 
-    for path in sorted(Path("config/models").glob("*.yaml")):
+    for path in sorted(MODELS_DIR.glob("*.yaml")):
         config = load_model_config(path.stem)
         assert grid_points(config), path
 

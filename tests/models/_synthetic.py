@@ -23,12 +23,13 @@ from typing import Any
 import numpy as np
 import yaml
 
+from crane.configs import MODELS_DIR
 from crane.data.processed import TEST, TRAIN, VALID, Interactions
 from crane.models.base import TrainData
 from crane.tuning import load_model_config
 
 FEATURE_SIZES = {"image": 32, "text": 16}
-MODEL_CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "models"
+MODEL_CONFIG_DIR = MODELS_DIR
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from crane.config import validate_config
 from crane.study import StudyPlan
+from crane.tuning import model_config_path
 
 # Validate once, fill defaults; a wrong key stops here with a message naming it.
 _resolved = validate_config(config)
@@ -48,7 +49,7 @@ def feature_inputs(wildcards):
 
 def model_code(model):
     return code("crane/models/base.py", "crane/models/layers.py", "crane/graphs/*.py",
-                f"crane/models/{model}.py", f"{config['models_dir']}/{model}.yaml")
+                f"crane/models/{model}.py") + [str(model_config_path(model, config.get("models_dir")))]
 
 
 ENGINE_CODE = code("crane/train.py", "crane/evaluate.py", "crane/metrics.py",
