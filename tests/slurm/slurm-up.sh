@@ -3,8 +3,8 @@
 # Usage: slurm-up.sh SCRATCH_DIR          (stop it with: slurm-down.sh SCRATCH_DIR)
 #
 # Daemon state, spool, logs and pid files live under SCRATCH_DIR. Only slurm.conf (and gres.conf)
-# must sit in /etc/slurm: the executor's job step strips SLURM_CONF before its inner `srun`
-# (see /work/shared/docs/slurm-ci.md, which this follows).
+# must sit in /etc/slurm: the executor's job step strips SLURM_CONF before its inner `srun`,
+# so a configuration anywhere else would not be found there (docs/cluster.md, "Testing").
 #
 # Environment:
 #   SLURM_CPUS=N     CPUs the node advertises (default: nproc). More than nproc is allowed: the
