@@ -4,7 +4,7 @@ The Snakefile is a thin layer over this module, so the job grid is plain, tested
 datasets x models x seeds, grid points on the tuning seed, ablation variants and sensitivity
 points, each with its resolved hyper-parameters.
 
-Tuning policy (protocol.md): with `tuning: grid` a model's grid is searched on the first seed,
+Tuning policy (docs/protocol.md): with `tuning: grid` a model's grid is searched on the first seed,
 the point with the best *validation* metric is selected, and that point alone runs on every
 seed (`final/`). With `tuning: default` the model's default point runs on every seed.
 """
@@ -26,33 +26,37 @@ IMAGE_FILE_ENCODERS = {"open_clip", "color_histogram"}
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model's hyper-parameter file, with the study's overrides applied to its defaults."""
+    """A model's file (crane.tuning.load_model_config) with the study's overrides applied."""
 
     name: str
-    defaults: dict[str, Any]
-    grid: dict[str, list[Any]]
-    ablations: dict[str, dict[str, Any]]
-    sensitivity: dict[str, list[Any]]
+    config: dict[str, Any]
 
     @classmethod
     def load(cls, name: str, models_dir: Path, overrides: dict[str, Any] | None = None) -> "ModelSpec":
         try:
-            raw = tuning.load_model_config(name, models_dir)
+            config = tuning.load_model_config(name, models_dir)
+            # A study override fixes a key, so it leaves the grid.
+            config = tuning.with_overrides(config, overrides, f"model_overrides.{name}")
         except (FileNotFoundError, ValueError) as error:
             raise ConfigError(str(error)) from None
-        unknown = set(raw) - tuning.MODEL_FILE_KEYS
-        if unknown:
-            raise ConfigError(f"{models_dir / (name + '.yaml')}: unknown top-level key(s) "
-                              f"{sorted(unknown)}; expected {sorted(tuning.MODEL_FILE_KEYS)}")
-        overrides = overrides or {}
-        # A study override fixes a key, so it leaves the grid.
-        grid = {k: v for k, v in raw["grid"].items() if k not in overrides}
-        return cls(name, {**raw["defaults"], **overrides}, grid, raw.get("ablations") or {},
-                   raw.get("sensitivity") or {})
+        return cls(name, config)
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """The default point: model defaults and the trainer settings the file declares."""
+        return tuning.default_point(self.config)
+
+    @property
+    def ablations(self) -> dict[str, dict[str, Any]]:
+        return self.config.get("ablations") or {}
+
+    @property
+    def sensitivity(self) -> dict[str, list[Any]]:
+        return self.config.get("sensitivity") or {}
 
     def grid_points(self) -> list[dict[str, Any]]:
-        """Cartesian product of the grid over the defaults, in file order; [defaults] if none."""
-        return tuning.grid_points({"defaults": self.defaults, "grid": self.grid})
+        """Cartesian product of the grid over the default point (crane.tuning.grid_points)."""
+        return tuning.grid_points(self.config)
 
 
 class StudyPlan:

@@ -1,9 +1,19 @@
-"""Hyper-parameter grids and the tuning policy: select on VALIDATION, never on test.
+"""Model files, hyper-parameter grids and the tuning policy: select on VALIDATION, never on test.
 
 A model's file, `<model>.yaml` in the packaged crane/configs/models (or in a folder given by the
-config's `models_dir` / `crane train --model-config`), holds `defaults` (every hyper-parameter
-the model reads) and `grid` (key -> list of values searched on the first seed). A grid point
-is the defaults with one value per grid key; its `hp_hash` names its run folder.
+config's `models_dir` / `crane train --model-config`), holds:
+
+- `defaults`: every hyper-parameter the model's constructor reads;
+- `grid`: model key -> list of values searched on the tuning seed;
+- `training` (optional): the trainer settings this model sets for itself, `defaults` (key ->
+  value) and `grid` (key -> values, each key also in `defaults`); only the keys of
+  crane.engine.settings.MODEL_TRAINING_KEYS;
+- `description`, and for CRANE `ablations` and `sensitivity`.
+
+A run's hyper-parameter point is flat: the model's defaults and its training defaults, with
+one value per grid key (model grid keys first, then training grid keys, each in file order).
+Its `hp_hash` names its run folder; crane.engine.settings.split_point separates the trainer
+settings again. Tested in tests/engine/test_engine_tuning.py.
 """
 
 from __future__ import annotations
@@ -17,7 +27,10 @@ import yaml
 
 from crane import files
 from crane.configs import MODELS_DIR
-MODEL_FILE_KEYS = {"description", "defaults", "grid", "ablations", "sensitivity"}
+from crane.engine.settings import MODEL_TRAINING_KEYS, TrainingConfig
+
+MODEL_FILE_KEYS = {"description", "defaults", "grid", "training", "ablations", "sensitivity"}
+TRAINING_BLOCK_KEYS = ("defaults", "grid")
 
 
 def model_configs_dir(configured: str | Path | None = None) -> Path:
@@ -32,10 +45,10 @@ def model_config_path(model: str, config_dir: str | Path | None = None) -> Path:
 
 
 def load_model_config(model: str, config_dir: str | Path | None = None) -> dict[str, Any]:
-    """`{"defaults": {...}, "grid": {...}}` of `<config_dir>/<model>.yaml`, checked.
+    """The checked content of `<model>.yaml`: `defaults`, `grid` and `training` (with its own
+    `defaults` and `grid`) always present, other sections passed through as they are.
 
-    Other top-level sections (a description, a model's ablation or sensitivity lists) are
-    passed through unchanged for whoever uses them.
+    Every problem is a ValueError naming the file and the key.
     """
     path = model_config_path(model, config_dir)
     if not path.exists():
@@ -43,34 +56,125 @@ def load_model_config(model: str, config_dir: str | Path | None = None) -> dict[
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping with 'defaults' and 'grid'")
+    unknown = sorted(set(raw) - MODEL_FILE_KEYS)
+    if unknown:
+        raise ValueError(f"{path}: unknown top-level key(s) {unknown}; expected "
+                         f"{sorted(MODEL_FILE_KEYS)}")
     if "defaults" not in raw:
         raise ValueError(f"{path}: missing 'defaults' (every hyper-parameter the model reads)")
-    defaults = raw.get("defaults") or {}
-    grid = raw.get("grid") or {}
-    if not isinstance(defaults, dict):
-        raise ValueError(f"{path}: 'defaults' must be a mapping")
-    if not isinstance(grid, dict):
-        raise ValueError(f"{path}: 'grid' must be a mapping of key -> list of values")
+    defaults = _mapping(raw.get("defaults"), path, "defaults")
+    grid = _grid(raw.get("grid"), path, "grid")
+    for where, keys in (("defaults", defaults), ("grid", grid)):
+        trainer = sorted(set(keys) & set(TrainingConfig.keys()))
+        if trainer:
+            raise ValueError(f"{path}: {where}: {trainer} are trainer settings; a model sets "
+                             f"them in its `training:` block")
+    training = _training_block(raw.get("training"), path)
+    shared = sorted(set(training["defaults"]) & set(defaults))
+    if shared:
+        raise ValueError(f"{path}: {shared} both in defaults and in training.defaults")
+    return {**raw, "defaults": defaults, "grid": grid, "training": training}
+
+
+def _mapping(value: Any, path: Path, where: str) -> dict[str, Any]:
+    value = {} if value is None else value
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: '{where}' must be a mapping")
+    return dict(value)
+
+
+def _grid(value: Any, path: Path, where: str) -> dict[str, list[Any]]:
+    grid = _mapping(value, path, where)
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
-            raise ValueError(f"{path}: grid key {key!r} must be a non-empty list")
-    return {**raw, "defaults": dict(defaults), "grid": {k: list(v) for k, v in grid.items()}}
+            raise ValueError(f"{path}: {where} key {key!r} must be a non-empty list")
+    return {k: list(v) for k, v in grid.items()}
+
+
+def _training_block(value: Any, path: Path) -> dict[str, dict[str, Any]]:
+    """The `training:` block: trainer settings the model sets, each key a MODEL_TRAINING_KEYS
+    member, every grid key with a default (so the default point has a value for it)."""
+    block = _mapping(value, path, "training")
+    unknown = sorted(set(block) - set(TRAINING_BLOCK_KEYS))
+    if unknown:
+        raise ValueError(f"{path}: training: unknown key(s) {unknown}; expected "
+                         f"{list(TRAINING_BLOCK_KEYS)}")
+    defaults = _mapping(block.get("defaults"), path, "training.defaults")
+    grid = _grid(block.get("grid"), path, "training.grid")
+    for where, keys in (("training.defaults", defaults), ("training.grid", grid)):
+        for key in keys:
+            if key not in MODEL_TRAINING_KEYS:
+                raise ValueError(f"{path}: {where}: unknown key {key!r}; a model file may set "
+                                 f"only {list(MODEL_TRAINING_KEYS)}")
+    missing = [k for k in grid if k not in defaults]
+    if missing:
+        raise ValueError(f"{path}: training.grid key(s) {missing} need a value in "
+                         f"training.defaults")
+    return {"defaults": defaults, "grid": grid}
+
+
+def with_overrides(model_cfg: dict[str, Any], overrides: dict[str, Any] | None,
+                   where: str = "model_overrides") -> dict[str, Any]:
+    """`model_cfg` with fixed values: a model key replaces its default, a key of the training
+    block its training default; either way the key leaves its grid. A trainer setting the
+    training block does not declare is an error naming `where` and the key."""
+    overrides = dict(overrides or {})
+    declared = training_keys(model_cfg)
+    stray = sorted(k for k in overrides if k in TrainingConfig.keys() and k not in declared)
+    if stray:
+        raise ValueError(f"{where}: {stray} are trainer settings that this model's file does "
+                         f"not declare in its `training:` block (declared: {list(declared)}); "
+                         f"set them in the config's `training:` section")
+    model_values = {k: v for k, v in overrides.items() if k not in declared}
+    training_values = {k: v for k, v in overrides.items() if k in declared}
+    training = model_cfg.get("training") or {}
+    return {
+        **model_cfg,
+        "defaults": {**(model_cfg.get("defaults") or {}), **model_values},
+        "grid": {k: v for k, v in (model_cfg.get("grid") or {}).items() if k not in overrides},
+        "training": {
+            "defaults": {**(training.get("defaults") or {}), **training_values},
+            "grid": {k: v for k, v in (training.get("grid") or {}).items()
+                     if k not in overrides},
+        },
+    }
+
+
+def training_keys(model_cfg: dict[str, Any]) -> tuple[str, ...]:
+    """The trainer settings a model file declares (its `training.defaults` keys)."""
+    return tuple((model_cfg.get("training") or {}).get("defaults") or {})
+
+
+def declared_training_keys(model: str, config_dir: str | Path | None = None
+                           ) -> tuple[str, ...]:
+    """`training_keys` of the model's file; () for a model without one (test doubles)."""
+    if not model_config_path(model, config_dir).exists():
+        return ()
+    return training_keys(load_model_config(model, config_dir))
+
+
+def default_point(model_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The model's defaults and its training defaults: the point of `tuning: default`."""
+    training = (model_cfg.get("training") or {}).get("defaults") or {}
+    return {**(model_cfg.get("defaults") or {}), **training}
 
 
 def default_hparams(model: str, config_dir: str | Path | None = None,
                     **overrides: Any) -> dict[str, Any]:
-    """The model's full default point from its file, with `overrides` on top."""
-    return {**load_model_config(model, config_dir)["defaults"], **overrides}
+    """The model's default point from its file, with `overrides` on top."""
+    return {**default_point(load_model_config(model, config_dir)), **overrides}
 
 
-def grid_points(model_cfg: dict[str, dict]) -> list[dict[str, Any]]:
-    """Cartesian product over the grid keys (in file order) merged over the defaults."""
-    defaults = dict(model_cfg.get("defaults") or {})
-    grid = model_cfg.get("grid") or {}
+def grid_points(model_cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """Cartesian product over the grid keys merged over the default point: model grid keys
+    first, then training grid keys, each in file order (the order ties are broken in)."""
+    grid = {**(model_cfg.get("grid") or {}),
+            **((model_cfg.get("training") or {}).get("grid") or {})}
+    base = default_point(model_cfg)
     if not grid:
-        return [defaults]
+        return [base]
     keys = list(grid)
-    return [{**defaults, **dict(zip(keys, values))}
+    return [{**base, **dict(zip(keys, values))}
             for values in itertools.product(*(grid[k] for k in keys))]
 
 

@@ -93,3 +93,21 @@ def test_model_file_with_unknown_key_is_rejected(tmp_path):
     (tmp_path / "x.yaml").write_text("defaults: {}\ngrdi: {a: [1]}\n")
     with pytest.raises(ConfigError, match="grdi"):
         ModelSpec.load("x", tmp_path)
+
+
+def test_declared_trainer_settings_are_part_of_the_point_and_of_the_overrides(tmp_path):
+    (tmp_path / "lattice.yaml").write_text(
+        "defaults: {reg_weight: 1.0e-5}\n"
+        "grid: {reg_weight: [0.0, 1.0e-5]}\n"
+        "training: {defaults: {learning_rate: 5.0e-4}, grid: {learning_rate: [1.0e-4, 5.0e-4]}}\n")
+    study = plan(tmp_path, models=["lattice"], tuning="grid")
+    points = list(study.grid_points("lattice").values())
+    assert [(p["reg_weight"], p["learning_rate"]) for p in points] == [
+        (0.0, 1e-4), (0.0, 5e-4), (1e-5, 1e-4), (1e-5, 5e-4)]
+    assert study.default_hparams("lattice") == {"reg_weight": 1e-5, "learning_rate": 5e-4}
+    fixed = plan(tmp_path, models=["lattice"], tuning="grid",
+                 model_overrides={"lattice": {"learning_rate": 1e-3}})
+    assert [p["learning_rate"] for p in fixed.grid_points("lattice").values()] == [1e-3, 1e-3]
+    stray = plan(tmp_path, models=["lattice"], model_overrides={"lattice": {"batch_size": 64}})
+    with pytest.raises(ConfigError, match=r"model_overrides\.lattice: \['batch_size'\]"):
+        stray.grid_points("lattice")

@@ -116,12 +116,12 @@ def parse_features(pairs: list[str]) -> dict[str, Path]:
 def resolve_hparams(model: str, given: dict[str, Any] | None, overrides: dict[str, Any],
                     config_dir: Path | None) -> dict[str, Any]:
     """Model defaults (when its yaml exists), then --hparams, then --set."""
-    from crane.tuning import load_model_config, model_config_path
+    from crane.tuning import default_point, load_model_config, model_config_path
 
     defaults: dict[str, Any] = {}
     path = model_config_path(model, config_dir)
     if path.exists():
-        defaults = load_model_config(model, config_dir)["defaults"]
+        defaults = default_point(load_model_config(model, config_dir))
     elif given is None:
         raise FileNotFoundError(f"{path}: no defaults for model {model!r}; pass --hparams")
     return {**defaults, **(given or {}), **overrides}

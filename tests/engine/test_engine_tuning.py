@@ -1,9 +1,10 @@
-"""Grids, hp hashes and the tuning policy (select on validation, never on test)."""
+"""Model files, grids, hp hashes and the tuning policy (select on validation, never on test)."""
 
 import pytest
 
 from crane import files
-from crane.tuning import grid_points, hp_hash, load_model_config, select_best
+from crane.tuning import (default_point, grid_points, hp_hash, load_model_config, select_best,
+                          training_keys, with_overrides)
 
 
 def test_shipped_grids_follow_the_protocol():
@@ -23,6 +24,54 @@ def test_every_shipped_model_config_loads():
     for path in sorted(MODELS_DIR.glob("*.yaml")):
         config = load_model_config(path.stem)
         assert grid_points(config), path
+
+
+def test_lattice_sets_its_learning_rate_in_its_training_block():
+    lattice = load_model_config("lattice")
+    assert "learning_rate" not in lattice["defaults"]
+    assert training_keys(lattice) == ("learning_rate", "lr_scheduler")
+    point = default_point(lattice)
+    assert point["learning_rate"] == 5e-4 and point["lr_scheduler"] == [0.96, 50]
+    points = grid_points(lattice)
+    assert len(points) == 16
+    # model grid keys vary slowest, training grid keys fastest (the order ties go by)
+    assert [(p["reg_weight"], p["learning_rate"]) for p in points[:5]] == [
+        (0.0, 1e-4), (0.0, 5e-4), (0.0, 1e-3), (0.0, 5e-3), (1e-5, 1e-4)]
+    assert training_keys(load_model_config("mgcn")) == ("lr_scheduler",)
+    assert training_keys(load_model_config("bpr")) == ()
+
+
+@pytest.mark.parametrize("text, named", [
+    ("training: {defaults: {epochs: 3}}", r"x\.yaml: training\.defaults: unknown key 'epochs'"),
+    ("training: {defaults: {learnig_rate: 0.1}}", r"x\.yaml: training\.defaults: unknown key 'learnig_rate'"),
+    ("training: {grid: {momentum: [0.9]}}", r"x\.yaml: training\.grid: unknown key 'momentum'"),
+    ("training: {default: {learning_rate: 0.1}}", r"x\.yaml: training: unknown key\(s\) \['default'\]"),
+    ("training: {grid: {learning_rate: [0.1]}}", r"x\.yaml: training\.grid key\(s\) \['learning_rate'\] need a value"),
+    ("grid: {learning_rate: [0.1]}", r"x\.yaml: grid: \['learning_rate'\] are trainer settings"),
+    ("trainnig: {}", r"x\.yaml: unknown top-level key\(s\) \['trainnig'\]"),
+])
+def test_a_bad_training_block_names_the_file_and_the_key(tmp_path, text, named):
+    (tmp_path / "x.yaml").write_text(f"defaults: {{a: 1}}\n{text}\n")
+    with pytest.raises(ValueError, match=named):
+        load_model_config("x", tmp_path)
+
+
+def test_a_trainer_setting_among_the_model_defaults_is_rejected(tmp_path):
+    (tmp_path / "x.yaml").write_text("defaults: {a: 1, learning_rate: 0.1}\n")
+    with pytest.raises(ValueError, match=r"x\.yaml: defaults: \['learning_rate'\] are trainer"):
+        load_model_config("x", tmp_path)
+
+
+def test_overrides_fix_model_and_declared_training_keys_and_leave_their_grids():
+    lattice = load_model_config("lattice")
+    fixed = with_overrides(lattice, {"learning_rate": 1e-3, "knn_k": 5})
+    assert fixed["training"]["defaults"]["learning_rate"] == 1e-3
+    assert fixed["defaults"]["knn_k"] == 5 and "knn_k" not in fixed["training"]["defaults"]
+    assert [p["learning_rate"] for p in grid_points(fixed)] == [1e-3] * 4
+    with pytest.raises(ValueError, match=r"model_overrides: \['epochs'\] are trainer settings"):
+        with_overrides(lattice, {"epochs": 3})
+    with pytest.raises(ValueError, match=r"\['learning_rate'\] are trainer settings"):
+        with_overrides(load_model_config("bpr"), {"learning_rate": 1e-3})
 
 
 def test_grid_points_merge_over_defaults_in_grid_order():
