@@ -5,8 +5,14 @@ one float32 matmul per tile serves both the tile's rows and (transposed) its col
 halves the work of a row-by-row scan, and a running top-k per row is merged tile by tile.
 
 The cache key is the feature matrix's content hash plus k, so a changed feature file can never
-silently reuse a stale graph. Models derive the normalisation they need from the cached top-k
-neighbour indices and cosine similarities:
+silently reuse a stale graph. The workflow's graph jobs write the cache (`build_neighbour_cache`,
+`crane graphs`); training only reads it (`cached_neighbours`), and computes in memory a graph
+that is not there, so a training job never writes into another job's output folder. Both paths
+run the same `top_k_cosine_neighbours`, so a cached graph and an in-memory one are the same
+bits on the same device (tests/features/test_features_knn.py).
+
+Models derive the normalisation they need from the top-k neighbour indices and cosine
+similarities:
 
 - `knn_mean_graph`: every row holds k entries of 1/k (FREEDOM's D^-1/2 A D^-1/2 of a
   binary kNN graph whose rows each sum to k, as in MMRec).
@@ -27,6 +33,7 @@ import scipy.sparse as sp
 import torch
 
 from crane import files
+from crane.graphs.plan import MEAN_COSINE, KnnGraph
 
 log = logging.getLogger(__name__)
 
@@ -97,15 +104,38 @@ def graph_cache_path(cache_dir: str | os.PathLike, content_hash: str, k: int) ->
     return Path(cache_dir) / f"{graph_cache_key(content_hash, k)}.npz"
 
 
+def mean_cosine_features(features: dict[str, np.ndarray]) -> np.ndarray:
+    """Rows whose cosine similarity is the mean of the per-modality cosines.
+
+    cos([a/|a|, b/|b|], [c/|c|, d/|d|]) = (cos(a, c) + cos(b, d)) / 2 exactly; the modalities
+    are concatenated in the order given (ItemKNN-CBF's mean-cosine graph).
+    """
+    parts = []
+    for matrix in features.values():
+        matrix = np.asarray(matrix, dtype=np.float32)
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        parts.append(matrix / np.maximum(norms, 1e-12))
+    return np.concatenate(parts, axis=1) / np.float32(np.sqrt(len(parts)))
+
+
+def mean_cosine_content_hash(feature_hashes: dict[str, str | None]) -> str | None:
+    """The cache key of `mean_cosine_features` of feature matrices with these content hashes
+    (modality -> hash, in concatenation order); None when one is unknown."""
+    if any(h is None for h in feature_hashes.values()):
+        return None
+    return files.sha256_json({"itemknn_cbf_mean_cosine": dict(feature_hashes)})
+
+
 def cached_neighbours(features: np.ndarray, k: int, cache_dir: str | os.PathLike | None,
                       content_hash: str | None = None,
                       device: torch.device | str = "cpu",
                       chunk_rows: int = DEFAULT_CHUNK_ROWS) -> KnnNeighbours:
-    """`top_k_cosine_neighbours`, memoised on disk under the features' content hash.
+    """`top_k_cosine_neighbours`, read from the cache folder when the graph is there.
 
-    Pass the feature manifest's `content_hash` (crane.files.sha256_array of the matrix) to
-    skip re-hashing; without it the matrix is hashed here. A cache file that does not hold
-    an (N, k) result for that hash is rebuilt, not trusted.
+    Read-only: nothing is written. Without a cache folder, or when the folder holds no valid
+    graph for (content hash, k), the graph is computed in memory (a warning names the missing
+    file: in the workflow the graph jobs build every graph a run reads). Pass the feature
+    manifest's `content_hash` (crane.files.sha256_array of the matrix) to skip re-hashing.
     """
     if cache_dir is None:
         return top_k_cosine_neighbours(features, k, chunk_rows, device)
@@ -116,11 +146,29 @@ def cached_neighbours(features: np.ndarray, k: int, cache_dir: str | os.PathLike
         stored = _read_cache(path, content_hash, (features.shape[0], k))
         if stored is not None:
             return stored
+    log.warning("%s: no kNN graph for k=%d in the cache; computing it in memory", path, k)
+    return top_k_cosine_neighbours(features, k, chunk_rows, device)
+
+
+def build_neighbour_cache(features: np.ndarray, k: int, cache_dir: str | os.PathLike,
+                          content_hash: str | None = None,
+                          device: torch.device | str = "cpu",
+                          chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Path:
+    """Write the top-k graph of `features` into the cache folder; return its file.
+
+    A valid file for (content hash, k) is kept as it is; one that does not hold an (N, k)
+    result for that hash is rebuilt, not trusted.
+    """
+    features = np.asarray(features)
+    content_hash = content_hash or files.sha256_array(np.asarray(features, dtype=np.float32))
+    path = graph_cache_path(cache_dir, content_hash, k)
+    if path.exists() and _read_cache(path, content_hash, (features.shape[0], k)) is not None:
+        return path
     neighbours = top_k_cosine_neighbours(features, k, chunk_rows, device)
     with files.atomic_path(path, suffix=".npz") as tmp:
         np.savez(tmp, indices=neighbours.indices, similarities=neighbours.similarities,
                  content_hash=np.array(content_hash))
-    return neighbours
+    return path
 
 
 def _read_cache(path: Path, content_hash: str, shape: tuple[int, int]) -> KnnNeighbours | None:
@@ -161,3 +209,26 @@ def knn_weighted_graph(neighbours: KnnNeighbours, n_items: int) -> sp.csr_matrix
     positive = row_sum > 0
     inv_sqrt[positive] = row_sum[positive] ** -0.5
     return (sp.diags(inv_sqrt) @ graph @ sp.diags(inv_sqrt)).tocsr().astype(np.float32)
+
+
+def build_graph(graph: KnnGraph, features: dict[str, tuple[np.ndarray, str]],
+                cache_dir: str | os.PathLike, device: torch.device | str = "cpu") -> dict:
+    """Write one planned graph (crane/graphs/plan.py) into the cache folder.
+
+    `features` maps each modality to (matrix, content hash). A modality's graph is the top-k of
+    its matrix; the mean-cosine graph combines every modality given, in sorted order (image,
+    text: the order in which ItemKNN-CBF concatenates them). Returns the graph's record.
+    """
+    if graph.source == MEAN_COSINE:
+        modalities = sorted(features)
+        matrix = mean_cosine_features({m: features[m][0] for m in modalities})
+        content_hash = mean_cosine_content_hash({m: features[m][1] for m in modalities})
+    elif graph.source in features:
+        modalities = [graph.source]
+        matrix, content_hash = features[graph.source]
+    else:
+        raise ValueError(f"kNN graph {graph.name}: no {graph.source!r} features given "
+                         f"(have {sorted(features)})")
+    path = build_neighbour_cache(matrix, graph.k, cache_dir, content_hash, device=device)
+    return {"graph": graph.name, "k": graph.k, "modalities": modalities, "cache": str(path),
+            "content_hash": content_hash}

@@ -16,23 +16,13 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from crane import files
-from crane.graphs.item_knn import cached_neighbours
+from crane.graphs.item_knn import (cached_neighbours, mean_cosine_content_hash,
+                                   mean_cosine_features)
 from crane.models import register
 from crane.models.base import Recommender, TrainData
 
 HPARAMS = ("knn_k",)
 MODALITIES = ("image", "text")
-
-
-def mean_cosine_features(features: dict[str, np.ndarray]) -> np.ndarray:
-    """Rows whose cosine similarity is the mean of the per-modality cosines."""
-    parts = []
-    for matrix in features.values():
-        matrix = np.asarray(matrix, dtype=np.float32)
-        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-        parts.append(matrix / np.maximum(norms, 1e-12))
-    return np.concatenate(parts, axis=1) / np.float32(np.sqrt(len(parts)))
 
 
 def drop_self(indices: np.ndarray, similarities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -72,10 +62,9 @@ class ItemKNNCBF(Recommender):
         self._similarity_t: sp.csr_matrix | None = None
 
     def _content_hash(self) -> str | None:
-        hashes = [self._data.feature_hashes.get(m) for m in self.modalities]
-        if any(h is None for h in hashes):
-            return None  # cached_neighbours then hashes the combined matrix itself
-        return files.sha256_json({"itemknn_cbf_mean_cosine": dict(zip(self.modalities, hashes))})
+        # None when a hash is unknown: cached_neighbours then hashes the combined matrix
+        return mean_cosine_content_hash({m: self._data.feature_hashes.get(m)
+                                         for m in self.modalities})
 
     def fit(self) -> None:
         combined = mean_cosine_features({m: self._data.features[m] for m in self.modalities})

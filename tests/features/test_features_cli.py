@@ -31,11 +31,11 @@ def test_features_then_graphs_and_a_changed_feature_file_changes_the_key(tmp_pat
 
     graphs = tmp_path / "graphs"
     index = tmp_path / "graphs" / "index.json"
-    assert main(["graphs", "--feature", str(out), "--k", "3", "--out", str(graphs),
+    assert main(["graphs", "--feature", f"image={out}", "--k", "3", "--out", str(graphs),
                  "--index", str(index)]) == 0
     cache = graph_cache_path(graphs, first.content_hash, 3)
     assert cache.exists()
-    assert json.loads(index.read_text())[str(out)]["cache"] == str(cache)
+    assert json.loads(index.read_text())["image-k3"]["cache"] == str(cache)
     with np.load(cache) as stored:
         np.testing.assert_array_equal(
             stored["indices"], top_k_cosine_neighbours(first.features, 3).indices)
@@ -47,7 +47,7 @@ def test_features_then_graphs_and_a_changed_feature_file_changes_the_key(tmp_pat
     assert main(["features", *common]) == 0
     second = load_features(out)
     assert second.content_hash != first.content_hash
-    assert main(["graphs", "--feature", str(out), "--k", "3", "--out", str(graphs)]) == 0
+    assert main(["graphs", "--feature", f"image={out}", "--k", "3", "--out", str(graphs)]) == 0
     assert graph_cache_path(graphs, second.content_hash, 3).exists()
     assert sorted(p.name for p in graphs.glob("knn_*.npz")) == sorted(
         [cache.name, graph_cache_path(graphs, second.content_hash, 3).name])
@@ -59,7 +59,7 @@ def test_graphs_refuses_features_edited_behind_the_manifest(tmp_path, capsys):
     out = tmp_path / "features" / "text-x"
     write_feature_dir(out, np.eye(4, dtype=np.float32), {"encoder": "x"})
     np.save(out / "features.npy", np.eye(4, dtype=np.float32) * 2)
-    assert main(["graphs", "--feature", str(out), "--k", "2", "--out",
+    assert main(["graphs", "--feature", f"text={out}", "--k", "2", "--out",
                  str(tmp_path / "graphs")]) == 2
     assert "does not match content_hash" in capsys.readouterr().err
     assert not (tmp_path / "graphs").exists()

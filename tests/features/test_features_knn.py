@@ -1,4 +1,5 @@
-"""Item-item kNN: tiled top-k against dense brute force, graph normalisations, the hash cache."""
+"""Item-item kNN: tiled top-k against dense brute force, graph normalisations, the hash cache
+(written by the graph jobs, read-only for training, the same bits either way)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import scipy.sparse as sp
 import torch
 
 from crane import files
-from crane.graphs.item_knn import (KnnNeighbours, cached_neighbours, graph_cache_path,
-                                   knn_mean_graph, knn_weighted_graph, top_k_cosine_neighbours)
+from crane.graphs.item_knn import (KnnNeighbours, build_graph, build_neighbour_cache,
+                                   cached_neighbours, graph_cache_path, knn_mean_graph,
+                                   knn_weighted_graph, mean_cosine_content_hash,
+                                   mean_cosine_features, top_k_cosine_neighbours)
+from crane.graphs.plan import MEAN_COSINE, KnnGraph
 
 
 def brute_force(features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -81,35 +85,92 @@ def test_knn_weighted_graph_zeroes_rows_without_positive_degree():
     assert graph[0, 0] == pytest.approx(1 / 1.5)
 
 
-def test_cache_is_keyed_by_content_hash_and_reused(tmp_path, features):
-    first = cached_neighbours(features, 5, tmp_path)
-    content_hash = files.sha256_array(features)
-    path = graph_cache_path(tmp_path, content_hash, 5)
-    assert path.exists() and path.name == f"knn_{content_hash[:20]}_k5.npz"
-    # a second call reads the file: prove it by planting a recognisable (still valid) result
-    planted = KnnNeighbours(np.zeros((53, 5), dtype=np.int64), np.ones((53, 5), np.float32))
-    np.savez(path, indices=planted.indices, similarities=planted.similarities,
-             content_hash=np.array(content_hash))
-    again = cached_neighbours(features, 5, tmp_path, content_hash)
-    np.testing.assert_array_equal(again.indices, planted.indices)
-    assert not np.array_equal(first.indices, planted.indices)
+def same_bits(a: KnnNeighbours, b: KnnNeighbours) -> bool:
+    return (a.indices.dtype == b.indices.dtype and a.similarities.dtype == b.similarities.dtype
+            and a.indices.tobytes() == b.indices.tobytes()
+            and a.similarities.tobytes() == b.similarities.tobytes())
 
+
+def test_a_cached_graph_is_the_same_bits_as_one_computed_in_memory(tmp_path, features):
+    path = build_neighbour_cache(features, 5, tmp_path, chunk_rows=16)
+    content_hash = files.sha256_array(features)
+    assert path == graph_cache_path(tmp_path, content_hash, 5)
+    assert path.name == f"knn_{content_hash[:20]}_k5.npz"
+    in_memory = cached_neighbours(features, 5, None, chunk_rows=16)
+    assert same_bits(cached_neighbours(features, 5, tmp_path, content_hash), in_memory)
+    assert same_bits(in_memory, top_k_cosine_neighbours(features, 5, chunk_rows=16))
+
+
+def test_reading_uses_the_cache_file_and_never_writes(tmp_path, features, caplog):
+    content_hash = files.sha256_array(features)
+    # a miss is computed in memory, with a warning naming the file, and nothing is written
+    with caplog.at_level("WARNING", logger="crane.graphs.item_knn"):
+        computed = cached_neighbours(features, 5, tmp_path, content_hash)
+    assert list(tmp_path.iterdir()) == []
+    assert graph_cache_path(tmp_path, content_hash, 5).name in caplog.text
+    np.testing.assert_array_equal(computed.indices, brute_force(features, 5)[0])
+    # a hit is read: prove it by planting a recognisable (still valid) result
+    planted = KnnNeighbours(np.zeros((53, 5), dtype=np.int64), np.ones((53, 5), np.float32))
+    np.savez(graph_cache_path(tmp_path, content_hash, 5), indices=planted.indices,
+             similarities=planted.similarities, content_hash=np.array(content_hash))
+    caplog.clear()
+    assert same_bits(cached_neighbours(features, 5, tmp_path, content_hash), planted)
+    assert caplog.text == ""
+    # other features, other key: not the planted file
     changed = features.copy()
     changed[0, 0] += 1.0
     other = cached_neighbours(changed, 5, tmp_path)
-    assert graph_cache_path(tmp_path, files.sha256_array(changed), 5).exists()
-    assert files.sha256_array(changed) != content_hash
     np.testing.assert_array_equal(other.indices, brute_force(changed, 5)[0])
+    assert len(list(tmp_path.iterdir())) == 1
 
 
-def test_cache_of_the_wrong_shape_or_unreadable_is_rebuilt(tmp_path, features):
+def test_a_cache_of_the_wrong_shape_or_unreadable_is_rebuilt_by_the_writer_only(tmp_path,
+                                                                                features):
     content_hash = files.sha256_array(features)
     path = graph_cache_path(tmp_path, content_hash, 5)
     np.savez(path, indices=np.zeros((3, 5), np.int64), similarities=np.zeros((3, 5), np.float32))
-    rebuilt = cached_neighbours(features, 5, tmp_path, content_hash)
-    np.testing.assert_array_equal(rebuilt.indices, brute_force(features, 5)[0])
+    read = cached_neighbours(features, 5, tmp_path, content_hash)
+    np.testing.assert_array_equal(read.indices, brute_force(features, 5)[0])
+    with np.load(path) as stored:
+        assert stored["indices"].shape == (3, 5), "the reader rewrote the cache"
+    build_neighbour_cache(features, 5, tmp_path, content_hash)
+    with np.load(path) as stored:
+        np.testing.assert_array_equal(stored["indices"], brute_force(features, 5)[0])
     path.write_bytes(b"garbage")
-    rebuilt = cached_neighbours(features, 5, tmp_path, content_hash)
-    np.testing.assert_array_equal(rebuilt.indices, brute_force(features, 5)[0])
+    np.testing.assert_array_equal(cached_neighbours(features, 5, tmp_path, content_hash).indices,
+                                  brute_force(features, 5)[0])
+    build_neighbour_cache(features, 5, tmp_path, content_hash)
     with np.load(path) as stored:
         assert stored["indices"].shape == (53, 5)
+
+
+def test_mean_cosine_rows_average_the_per_modality_cosines(features):
+    other = np.random.default_rng(7).standard_normal((53, 5)).astype(np.float32)
+    combined = mean_cosine_features({"image": features, "text": other})
+    unit = combined / np.linalg.norm(combined, axis=1, keepdims=True)
+
+    def cosine(m):
+        m = m / np.linalg.norm(m, axis=1, keepdims=True)
+        return m @ m.T
+
+    np.testing.assert_allclose(unit @ unit.T, (cosine(features) + cosine(other)) / 2, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(combined, axis=1), 1.0, rtol=1e-6)
+
+
+def test_build_graph_writes_the_planned_graph_and_says_which_file(tmp_path, features):
+    other = np.random.default_rng(7).standard_normal((53, 5)).astype(np.float32)
+    given = {"text": (other, files.sha256_array(other)),
+             "image": (features, files.sha256_array(features))}
+    record = build_graph(KnnGraph("text", 4), given, tmp_path)
+    assert record == {"graph": "text-k4", "k": 4, "modalities": ["text"],
+                      "cache": str(graph_cache_path(tmp_path, given["text"][1], 4)),
+                      "content_hash": given["text"][1]}
+    mean = build_graph(KnnGraph(MEAN_COSINE, 6), given, tmp_path)
+    assert mean["modalities"] == ["image", "text"]  # sorted, whatever order they came in
+    assert mean["content_hash"] == mean_cosine_content_hash(
+        {"image": given["image"][1], "text": given["text"][1]})
+    combined = mean_cosine_features({"image": features, "text": other})
+    assert same_bits(cached_neighbours(combined, 6, tmp_path, mean["content_hash"]),
+                     top_k_cosine_neighbours(combined, 6))
+    with pytest.raises(ValueError, match="no 'image' features"):
+        build_graph(KnnGraph("image", 4), {"text": given["text"]}, tmp_path)

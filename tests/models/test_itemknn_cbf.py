@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from crane.graphs.item_knn import build_graph
+from crane.graphs.plan import MEAN_COSINE, KnnGraph
 from crane.models import get
 from crane.models.itemknn_cbf import drop_self
 from tests.models._synth_a import (assert_scores_agree_across_chunks, only,
@@ -81,16 +83,22 @@ def test_fitted_state_travels_in_a_checkpoint(synthetic):
     assert model.trainable is False and list(model.parameters()) == []
 
 
-def test_neighbours_are_cached_by_content_hash(synthetic, tmp_path):
+def test_neighbours_are_read_from_the_cache_by_content_hash(synthetic, tmp_path):
     data = replace(synthetic.data, cache_dir=tmp_path,
                    feature_hashes={"image": "a" * 64, "text": "b" * 64})
-    fitted(data)
-    cached = sorted(p.name for p in tmp_path.iterdir())
-    assert len(cached) == 1 and cached[0].endswith("_k11.npz")
-    fitted(data)  # reuses the file
-    assert sorted(p.name for p in tmp_path.iterdir()) == cached
-    fitted(replace(data, feature_hashes={"image": "c" * 64, "text": "b" * 64}))
-    assert len(list(tmp_path.iterdir())) == 2  # other features, other key
+    in_memory = fitted(data).neighbour_index.clone()
+    assert list(tmp_path.iterdir()) == []  # training never writes the cache
+    record = build_graph(KnnGraph(MEAN_COSINE, 11), {
+        m: (synthetic.data.features[m], data.feature_hashes[m]) for m in ("image", "text")},
+        tmp_path)
+    assert record["cache"].endswith("_k11.npz")
+    torch.testing.assert_close(fitted(data).neighbour_index, in_memory, rtol=0, atol=0)
+    # a planted graph under the same key is what the model reads
+    with np.load(record["cache"]) as stored:
+        planted = {name: stored[name] for name in stored.files}
+    planted["indices"] = np.roll(planted["indices"], 1, axis=0)
+    np.savez(record["cache"], **planted)
+    assert not torch.equal(fitted(data).neighbour_index, in_memory)
 
 
 def test_content_signal_beats_random_and_popularity(synthetic):

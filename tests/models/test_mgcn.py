@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from crane.graphs.item_knn import build_neighbour_cache
 from crane.graphs.user_item import symmetric_bipartite_adjacency
 from crane.models import get
 from crane.train import TrainingConfig, fit_and_evaluate, split_hparams
@@ -134,11 +135,14 @@ def test_bad_hyper_parameters_missing_features_and_negatives():
         get("mgcn")(data, DEFAULTS)
 
 
-def test_item_graphs_are_cached_by_feature_hash(tmp_path):
+def test_item_graphs_are_read_from_the_cache_by_feature_hash(tmp_path, caplog):
     data = random_data()
     data.cache_dir = tmp_path
     data.feature_hashes = {"image": "a" * 64, "text": "b" * 64}
+    for modality, content_hash in data.feature_hashes.items():
+        build_neighbour_cache(data.features[modality], 5, tmp_path, content_hash)
     build(data)
+    assert "computing it in memory" not in caplog.text  # both read, none written
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         f"knn_{'a' * 20}_k5.npz", f"knn_{'b' * 20}_k5.npz"]
 

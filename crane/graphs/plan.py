@@ -1,0 +1,104 @@
+"""Which item kNN graphs the study's runs read, so that the graph jobs build exactly those.
+
+A graph is (source, k): the top-k cosine neighbours of one modality's features, or of the
+mean per-modality cosine of all of them (`MEAN_COSINE`). Which graphs a run reads follows
+from its model and hyper-parameters:
+
+- a model with a `knn_k` hyper-parameter reads the top-`knn_k` graph of each feature modality
+  of the dataset (FREEDOM, LATTICE, MGCN, CRANE; CRANE without its item graph reads none, and
+  is planned one graph too many, never one too few);
+- ItemKNN-CBF reads one graph of the mean-cosine features at `knn_k + 1` (each item is among
+  its own neighbours and is dropped).
+
+tests/workflow/test_graph_plan.py builds every registered model on a cache that holds exactly
+the graphs planned for it and checks that each one is read and none is computed in memory,
+so this table cannot drift from the models. This module reads only the study plan (no torch):
+the workflow imports it to build its job graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable
+
+if TYPE_CHECKING:
+    from crane.study import StudyPlan
+
+MEAN_COSINE = "mean_cosine"
+MEAN_COSINE_MODELS = frozenset({"itemknn_cbf"})
+
+
+@dataclass(frozen=True, order=True)
+class KnnGraph:
+    source: str  # a feature modality, or MEAN_COSINE (all of the dataset's modalities)
+    k: int
+
+    @property
+    def name(self) -> str:
+        """The graph's file stem in the graphs folder (crane/layout.py)."""
+        return f"{self.source}-k{self.k}"
+
+
+def graphs_read_by(model: str, hparams: dict[str, Any], modalities: Iterable[str]) -> set[KnnGraph]:
+    """The graphs one run of `model` at `hparams` reads, on a dataset with `modalities`."""
+    modalities = sorted(modalities)
+    if "knn_k" not in hparams or not modalities:
+        return set()
+    k = int(hparams["knn_k"])
+    if model in MEAN_COSINE_MODELS:
+        return {KnnGraph(MEAN_COSINE, k + 1)}
+    return {KnnGraph(m, k) for m in modalities}
+
+
+def selectable_points(plan: StudyPlan, model: str) -> list[dict[str, Any]]:
+    """The points a run at `model`'s selected point may train: every grid point while the
+    selection (made on validation by a job) is not known, else the one default point."""
+    if plan.needs_selection(model):
+        return list(plan.grid_points(model).values())
+    return [plan.default_hparams(model)]
+
+
+def _modalities(plan: StudyPlan, dataset: str) -> list[str]:
+    return sorted(plan.feature_dirs(dataset))
+
+
+def _read_by_any(plan: StudyPlan, dataset: str, model: str,
+                 points: Iterable[dict[str, Any]]) -> list[KnnGraph]:
+    modalities = _modalities(plan, dataset)
+    return sorted(set().union(*(graphs_read_by(model, p, modalities) for p in points)))
+
+
+def grid_run_graphs(plan: StudyPlan, dataset: str, model: str, hp: str) -> list[KnnGraph]:
+    return _read_by_any(plan, dataset, model, [plan.grid_points(model)[hp]])
+
+
+def final_run_graphs(plan: StudyPlan, dataset: str, model: str) -> list[KnnGraph]:
+    return _read_by_any(plan, dataset, model, selectable_points(plan, model))
+
+
+def ablation_run_graphs(plan: StudyPlan, dataset: str, variant: str) -> list[KnnGraph]:
+    extra = plan.ablation_variants()[variant]
+    return _read_by_any(plan, dataset, "crane",
+                        [{**p, **extra} for p in selectable_points(plan, "crane")])
+
+
+def sensitivity_run_graphs(plan: StudyPlan, dataset: str, param: str,
+                           value: str) -> list[KnnGraph]:
+    extra = {param: plan.sensitivity_value(param, value)}
+    return _read_by_any(plan, dataset, "crane",
+                        [{**p, **extra} for p in selectable_points(plan, "crane")])
+
+
+def dataset_graphs(plan: StudyPlan, dataset: str) -> list[KnnGraph]:
+    """Every graph that some run of `dataset` in the study reads, sorted."""
+    graphs: set[KnnGraph] = set()
+    for model in plan.models:
+        graphs.update(final_run_graphs(plan, dataset, model))  # covers its grid points
+    if plan.ablations_enabled and dataset in plan.section_scope("ablations")[0]:
+        for variant in plan.ablation_variants():
+            graphs.update(ablation_run_graphs(plan, dataset, variant))
+    if plan.sensitivity_enabled and dataset in plan.section_scope("sensitivity")[0]:
+        for param, values in plan.sensitivity_points().items():
+            for value in values:
+                graphs.update(sensitivity_run_graphs(plan, dataset, param, str(value)))
+    return sorted(graphs)
