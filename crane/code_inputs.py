@@ -62,6 +62,7 @@ class CodeIndex:
         self._imports: dict[tuple[str, Names], list[tuple[str, Names]]] = {}
         self._answers: dict[tuple, list[str]] = {}
         self._registry: dict[str, list[str]] | None = None
+        self._commands: dict[str, list[tuple[str, str]]] | None = None
 
     # ---- modules and files ----------------------------------------------------------------
     def module_file(self, module: str) -> Path | None:
@@ -173,8 +174,12 @@ class CodeIndex:
     # ---- commands and models --------------------------------------------------------------
     def command_handler(self, command: str) -> tuple[str, str]:
         """(module, name) of the function that `crane <command>` calls."""
-        found = [(module, name) for module in self.all_modules()
-                 for name in _handlers_of(self._parse(module).tree, command)]
+        if self._commands is None:
+            self._commands = {}
+            for module in self.all_modules():
+                for name, handler in _subcommands(self._parse(module).tree):
+                    self._commands.setdefault(name, []).append((module, handler))
+        found = self._commands.get(command, [])
         if len(found) != 1:
             raise LookupError(f"`{self.package} {command}`: expected one subparser named "
                               f"{command!r} with set_defaults(func=...), found {found or 'none'}")
@@ -192,6 +197,17 @@ class CodeIndex:
             raise LookupError(f"model {model!r}: expected one @register({model!r}) in "
                               f"{self.package_dir}, found {found or 'none'}")
         return found[0]
+
+    def workflow_inputs(self, workflow_files: Iterable[str | Path]) -> list[str]:
+        """The package files the workflow's own code runs to build its job graph: the closure
+        of the package imports in its Snakefile and rule files."""
+        requests: dict[str, Names] = {}
+        for path in workflow_files:
+            for node in _python_imports(Path(path).read_text(encoding="utf-8")):
+                for module, names in self._targets(self.package, True, node):
+                    requests[module] = _union(requests[module], names) \
+                        if module in requests else names
+        return self.files(self.closure(requests))
 
     # ---- the answer -----------------------------------------------------------------------
     def code_inputs(self, command: str, models: Iterable[str] = (),
@@ -217,6 +233,24 @@ class CodeIndex:
             data.add(path.relative_to(self.root).as_posix() if path.is_relative_to(self.root)
                      else str(path))
         return sorted(set(self._answers[key]) | data)
+
+
+def _python_imports(text: str) -> list[ast.Import | ast.ImportFrom]:
+    """The top-level import statements of a Snakemake file (Python with rule blocks): each
+    line that starts an import, with the lines that continue it."""
+    lines, imports, i = text.splitlines(), [], 0
+    while i < len(lines):
+        if lines[i].startswith(("import ", "from ")):
+            for end in range(i + 1, len(lines) + 1):
+                try:
+                    tree = ast.parse("\n".join(lines[i:end]))
+                except SyntaxError:
+                    continue
+                imports += [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+                i = end - 1
+                break
+        i += 1
+    return imports
 
 
 def _union(a: Names, b: Names) -> Names:
@@ -276,28 +310,33 @@ def _reachable_definitions(tree: ast.Module, roots: Iterable[str]) -> list[ast.A
     return list(reached.values())
 
 
-def _handlers_of(tree: ast.Module, command: str) -> list[str]:
-    """Names passed as `func=` to set_defaults on the subparser `add_parser(command)`."""
-    parsers: set[str] = set()  # variables holding that subparser
+def _subcommands(tree: ast.Module) -> list[tuple[str, str]]:
+    """(command, handler) for each `add_parser("<command>")` whose parser gets
+    `set_defaults(func=<handler>)`, directly or through the variable it is assigned to."""
+    parsers: dict[str, str] = {}  # variable -> the command whose subparser it holds
     for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and _is_add_parser(node.value, command):
-            parsers |= {t.id for t in node.targets if isinstance(t, ast.Name)}
-    handlers = []
+        if isinstance(node, ast.Assign) and (command := _add_parser_command(node.value)):
+            parsers.update({t.id: command for t in node.targets if isinstance(t, ast.Name)})
+    found = []
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                 and node.func.attr == "set_defaults"):
             continue
         owner = node.func.value
-        if (isinstance(owner, ast.Name) and owner.id in parsers) or _is_add_parser(owner, command):
-            handlers += [kw.value.id for kw in node.keywords
-                         if kw.arg == "func" and isinstance(kw.value, ast.Name)]
-    return handlers
+        command = parsers.get(owner.id) if isinstance(owner, ast.Name) else \
+            _add_parser_command(owner)
+        if command is not None:
+            found += [(command, kw.value.id) for kw in node.keywords
+                      if kw.arg == "func" and isinstance(kw.value, ast.Name)]
+    return found
 
 
-def _is_add_parser(node: ast.AST, command: str) -> bool:
-    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "add_parser" and bool(node.args)
-            and isinstance(node.args[0], ast.Constant) and node.args[0].value == command)
+def _add_parser_command(node: ast.AST) -> str | None:
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "add_parser" and node.args
+            and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+        return node.args[0].value
+    return None
 
 
 def _registered_names(tree: ast.Module) -> set[str]:

@@ -13,12 +13,14 @@ from its model and hyper-parameters:
 tests/workflow/test_graph_plan.py builds every registered model on a cache that holds exactly
 the graphs planned for it and checks that each one is read and none is computed in memory,
 so this table cannot drift from the models. This module reads only the study plan (no torch):
-the workflow imports it to build its job graph.
+the workflow imports it to build its job graph. Answers are remembered per plan object (a
+plan is not changed once built).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Iterable
 
 if TYPE_CHECKING:
@@ -50,12 +52,17 @@ def graphs_read_by(model: str, hparams: dict[str, Any], modalities: Iterable[str
     return {KnnGraph(m, k) for m in modalities}
 
 
+@lru_cache(maxsize=None)
+def _selectable(plan: StudyPlan, model: str) -> tuple[dict[str, Any], ...]:
+    if plan.needs_selection(model):
+        return tuple(plan.grid_points(model).values())
+    return (plan.default_hparams(model),)
+
+
 def selectable_points(plan: StudyPlan, model: str) -> list[dict[str, Any]]:
     """The points a run at `model`'s selected point may train: every grid point while the
     selection (made on validation by a job) is not known, else the one default point."""
-    if plan.needs_selection(model):
-        return list(plan.grid_points(model).values())
-    return [plan.default_hparams(model)]
+    return [dict(p) for p in _selectable(plan, model)]
 
 
 def _modalities(plan: StudyPlan, dataset: str) -> list[str]:
@@ -91,6 +98,11 @@ def sensitivity_run_graphs(plan: StudyPlan, dataset: str, param: str,
 
 def dataset_graphs(plan: StudyPlan, dataset: str) -> list[KnnGraph]:
     """Every graph that some run of `dataset` in the study reads, sorted."""
+    return list(_dataset_graphs(plan, dataset))
+
+
+@lru_cache(maxsize=None)
+def _dataset_graphs(plan: StudyPlan, dataset: str) -> tuple[KnnGraph, ...]:
     graphs: set[KnnGraph] = set()
     for model in plan.models:
         graphs.update(final_run_graphs(plan, dataset, model))  # covers its grid points
@@ -101,4 +113,4 @@ def dataset_graphs(plan: StudyPlan, dataset: str) -> list[KnnGraph]:
         for param, values in plan.sensitivity_points().items():
             for value in values:
                 graphs.update(sensitivity_run_graphs(plan, dataset, param, str(value)))
-    return sorted(graphs)
+    return tuple(sorted(graphs))

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from crane.code_inputs import CodeIndex
+from crane.study import TRAIN_COMMAND
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -204,12 +205,12 @@ def test_broken_or_ambiguous_sources_are_errors(package):
 # ---- the real package -------------------------------------------------------------------
 
 def test_the_real_package_gives_every_job_existing_files_without_importing_torch():
-    script = textwrap.dedent("""
+    script = textwrap.dedent(f"""
         import sys
         from crane.code_inputs import CodeIndex
         index = CodeIndex()
-        crane = index.code_inputs("run", ["crane"])
-        bpr = index.code_inputs("run", ["bpr"])
+        crane = index.code_inputs({TRAIN_COMMAND!r}, ["crane"])
+        bpr = index.code_inputs({TRAIN_COMMAND!r}, ["bpr"])
         tables = index.code_inputs("tables")
         print(repr((crane, bpr, tables, sorted(m for m in sys.modules if m.split(".")[0] in
                                                 ("torch", "numpy", "crane")))))
@@ -234,12 +235,12 @@ def test_a_run_imports_nothing_outside_its_computed_inputs():
     module as a run does, and compare with what the index says (the registry's discovery of
     the other models is the one dynamic import, so it is not triggered here)."""
     index = CodeIndex()
-    module, _ = index.command_handler("run")
+    module, _ = index.command_handler(TRAIN_COMMAND)
     model_module = index.model_module("crane")
     script = (f"import sys, importlib\nimportlib.import_module('crane.cli')\n"
               f"importlib.import_module({module!r})\nimportlib.import_module({model_module!r})\n"
               "print(sorted(m for m in sys.modules if m.split('.')[0] == 'crane'))\n")
     loaded = eval(subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                                  text=True, check=True).stdout)
-    computed = set(index.code_inputs("run", ["crane"]))
+    computed = set(index.code_inputs(TRAIN_COMMAND, ["crane"]))
     assert set(index.files(loaded)) <= computed, set(index.files(loaded)) - computed
