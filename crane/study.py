@@ -22,6 +22,9 @@ from crane.tuning import hp_hash
 
 # Image encoders that read the item's image file (the others read precomputed vectors).
 IMAGE_FILE_ENCODERS = {"open_clip", "color_histogram"}
+# The `crane` subcommand that trains one run of the plan (the training rules call it, and
+# its code inputs are computed from it: crane/code_inputs.py).
+TRAIN_COMMAND = "train"
 
 
 @dataclass(frozen=True)

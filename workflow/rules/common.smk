@@ -1,11 +1,16 @@
 # Shared state of the rules: the validated config, the study plan, small helpers.
+# Every output pattern comes from crane/layout.py (wildcards passed as arguments), and every
+# rule's code inputs are computed from the imports of what it runs (crane/code_inputs.py).
 import json
 import shlex
 import sys
 from pathlib import Path
 
+from crane import layout
+from crane.code_inputs import CodeIndex
 from crane.config import validate_config
-from crane.study import StudyPlan
+from crane.graphs import plan as graph_plan
+from crane.study import TRAIN_COMMAND, StudyPlan
 from crane.tuning import model_config_path
 
 # Validate once, fill defaults; a wrong key stops here with a message naming it.
@@ -19,6 +24,8 @@ DEVICE = config["device"]
 TRAINING = config["training"]
 # The interpreter running Snakemake runs the steps too: no PATH or activated venv needed.
 CRANE = f"{shlex.quote(sys.executable)} -m crane"
+BASEDIR = Path(workflow.basedir)
+CODE = CodeIndex(BASEDIR / "crane")
 
 
 wildcard_constraints:
@@ -27,6 +34,7 @@ wildcard_constraints:
     modality="text|image",
     seed="[0-9]+",
     hp="[0-9a-f]{12}",
+    graph="[a-z_]+-k[0-9]+",
 
 
 def q(obj):
@@ -34,23 +42,37 @@ def q(obj):
     return shlex.quote(json.dumps(obj, sort_keys=True))
 
 
-def code(*paths):
-    """Source files a rule depends on, so that editing one reruns exactly what it affects."""
-    return sorted(str(p) for pattern in paths for p in Path(workflow.basedir).glob(pattern))
+def code(command, models=()):
+    """The files a `crane <command>` job runs (its import closure in the checkout's `crane`
+    package) and, per model, the model module's closure and the model's YAML: editing any
+    of them reruns exactly the jobs that run it."""
+    yamls = [model_config_path(m, config.get("models_dir")) for m in models]
+    return [str(BASEDIR / p) for p in CODE.code_inputs(command, models, yamls)]
 
 
-def feature_args(dataset):
-    return " ".join(f"--feature {m}={d}" for m, d in PLAN.feature_dirs(dataset).items())
+def log_file(job, dataset="{dataset}"):
+    return str(layout.log_path(R, dataset, job))
+
+
+def bench_file(job, dataset="{dataset}"):
+    return str(layout.benchmark_path(R, dataset, job))
+
+
+def feature_args(dataset, modalities=None):
+    dirs = PLAN.feature_dirs(dataset)
+    return " ".join(f"--feature {m}={dirs[m]}" for m in (modalities or dirs))
+
+
+def feature_matrices(dataset, modalities=None):
+    encoders = config["datasets"][dataset].get("features", {})
+    return [str(layout.feature_matrix_path(R, dataset, m, encoders[m]))
+            for m in sorted(modalities or encoders)]
 
 
 def feature_inputs(wildcards):
-    return [f"{d}/features.npy" for d in PLAN.feature_dirs(wildcards.dataset).values()]
+    return feature_matrices(wildcards.dataset)
 
 
-def model_code(model):
-    return code("crane/models/base.py", "crane/models/layers.py", "crane/graphs/*.py",
-                f"crane/models/{model}.py") + [str(model_config_path(model, config.get("models_dir")))]
-
-
-ENGINE_CODE = code("crane/train.py", "crane/evaluate.py", "crane/metrics.py",
-                   "crane/sampling.py", "crane/runs.py")
+def graph_records(dataset, graphs):
+    """The records of the kNN graphs a job reads (the graph jobs' outputs)."""
+    return [str(layout.graph_record_path(R, dataset, g.name)) for g in graphs]

@@ -3,17 +3,16 @@
 
 rule acquire:
     output:
-        f"{R}/{{dataset}}/raw/acquired.json",
+        str(layout.acquired_path(R, "{dataset}")),
     input:
-        code=code("crane/data/sources/*.py", "crane/data/download.py", "crane/data/checksums.py",
-                  "crane/data/demo.py", "crane/data/image_features_b.py"),
+        code=code("acquire"),
     params:
         spec=lambda w: q(config["datasets"][w.dataset]),
-        raw=lambda w: f"{R}/{w.dataset}/raw",
+        raw=lambda w: layout.raw_dir(R, w.dataset),
     log:
-        f"{R}/{{dataset}}/logs/acquire.log",
+        log_file("acquire"),
     benchmark:
-        f"{R}/{{dataset}}/benchmarks/acquire.tsv"
+        bench_file("acquire")
     resources:
         mem_mb=2000,
         runtime=240,
@@ -23,22 +22,20 @@ rule acquire:
 
 rule preprocess:
     output:
-        interactions=f"{R}/{{dataset}}/data/interactions.parquet",
-        item_table=f"{R}/{{dataset}}/data/items.parquet",
-        stats=f"{R}/{{dataset}}/data/stats.json",
+        interactions=str(layout.interactions_path(R, "{dataset}")),
+        item_table=str(layout.items_path(R, "{dataset}")),
+        stats=str(layout.stats_path(R, "{dataset}")),
     input:
-        raw=f"{R}/{{dataset}}/raw/acquired.json",
-        code=code("crane/data/sources/*.py", "crane/data/parse.py", "crane/data/kcore.py",
-                  "crane/data/ids.py", "crane/data/split.py", "crane/data/mmrec_format.py",
-                  "crane/data/prepare.py", "crane/data/processed.py", "crane/data/stats.py"),
+        raw=str(layout.acquired_path(R, "{dataset}")),
+        code=code("preprocess"),
     params:
         spec=lambda w: q(config["datasets"][w.dataset]),
-        raw=lambda w: f"{R}/{w.dataset}/raw",
-        out=lambda w: f"{R}/{w.dataset}/data",
+        raw=lambda w: layout.raw_dir(R, w.dataset),
+        out=lambda w: layout.data_dir(R, w.dataset),
     log:
-        f"{R}/{{dataset}}/logs/preprocess.log",
+        log_file("preprocess"),
     benchmark:
-        f"{R}/{{dataset}}/benchmarks/preprocess.tsv"
+        bench_file("preprocess")
     resources:
         mem_mb=8000,
         runtime=60,
@@ -49,14 +46,14 @@ rule preprocess:
 
 rule dataset_stats:
     output:
-        f"{R}/{{dataset}}/data/stats.md",
+        str(layout.stats_table_path(R, "{dataset}")),
     input:
-        stats=f"{R}/{{dataset}}/data/stats.json",
-        code=code("crane/data/stats.py"),
+        stats=str(layout.stats_path(R, "{dataset}")),
+        code=code("stats"),
     params:
-        data=lambda w: f"{R}/{w.dataset}/data",
+        data=lambda w: layout.data_dir(R, w.dataset),
     log:
-        f"{R}/{{dataset}}/logs/stats.log",
+        log_file("stats"),
     localrule: True
     shell:
         "{CRANE} stats --data {params.data} --out {output} > {log} 2>&1"

@@ -1,20 +1,20 @@
 # Item images (real datasets), item features per (dataset, modality, encoder), then the kNN
-# neighbour caches built from them.
+# graphs that the study's runs read (crane/graphs/plan.py), one job per graph.
 
 
 rule fetch_images:
     output:
-        f"{R}/{{dataset}}/raw/images.json",
+        str(layout.images_report_path(R, "{dataset}")),
     input:
-        item_table=f"{R}/{{dataset}}/data/items.parquet",
-        code=code("crane/features/image_fetch.py", "crane/data/download.py"),
+        item_table=str(layout.items_path(R, "{dataset}")),
+        code=code("fetch-images"),
     params:
-        data=lambda w: PLAN.data_dir(w.dataset),
-        raw=lambda w: f"{R}/{w.dataset}/raw",
+        data=lambda w: layout.data_dir(R, w.dataset),
+        raw=lambda w: layout.raw_dir(R, w.dataset),
     log:
-        f"{R}/{{dataset}}/logs/fetch_images.log",
+        log_file("fetch_images"),
     benchmark:
-        f"{R}/{{dataset}}/benchmarks/fetch_images.tsv"
+        bench_file("fetch_images")
     resources:
         mem_mb=2000,
         runtime=720,
@@ -24,29 +24,28 @@ rule fetch_images:
 
 def fetched_images(wildcards):
     if wildcards.modality == "image" and PLAN.needs_image_fetch(wildcards.dataset):
-        return [PLAN.images_report(wildcards.dataset)]
+        return [str(layout.images_report_path(R, wildcards.dataset))]
     return []
-
 
 
 rule features:
     output:
-        npy=f"{R}/{{dataset}}/features/{{modality}}-{{encoder}}/features.npy",
-        manifest=f"{R}/{{dataset}}/features/{{modality}}-{{encoder}}/manifest.json",
+        npy=str(layout.feature_matrix_path(R, "{dataset}", "{modality}", "{encoder}")),
+        manifest=str(layout.feature_manifest_path(R, "{dataset}", "{modality}", "{encoder}")),
     input:
-        item_table=f"{R}/{{dataset}}/data/items.parquet",
-        raw=f"{R}/{{dataset}}/raw/acquired.json",
+        item_table=str(layout.items_path(R, "{dataset}")),
+        raw=str(layout.acquired_path(R, "{dataset}")),
         images=fetched_images,
-        code=code("crane/features/*.py"),
+        code=code("features"),
     params:
         spec=lambda w: q(config["encoders"][w.encoder]),
-        data=lambda w: f"{R}/{w.dataset}/data",
-        raw=lambda w: f"{R}/{w.dataset}/raw",
-        out=lambda w: f"{R}/{w.dataset}/features/{w.modality}-{w.encoder}",
+        data=lambda w: layout.data_dir(R, w.dataset),
+        raw=lambda w: layout.raw_dir(R, w.dataset),
+        out=lambda w: layout.feature_dir(R, w.dataset, w.modality, w.encoder),
     log:
-        f"{R}/{{dataset}}/logs/features_{{modality}}-{{encoder}}.log",
+        log_file("features_{modality}-{encoder}"),
     benchmark:
-        f"{R}/{{dataset}}/benchmarks/features_{{modality}}-{{encoder}}.tsv"
+        bench_file("features_{modality}-{encoder}")
     threads: 2
     resources:
         mem_mb=8000,
@@ -57,22 +56,42 @@ rule features:
         " > {log} 2>&1"
 
 
-rule graphs:
+def planned_graph(wildcards):
+    """The planned KnnGraph whose record this job writes (an unplanned name is an error)."""
+    for graph in graph_plan.dataset_graphs(PLAN, wildcards.dataset):
+        if graph.name == wildcards.graph:
+            return graph
+    raise ValueError(f"{wildcards.dataset}: no run of the study reads the kNN graph "
+                     f"{wildcards.graph!r}")
+
+
+def graph_modalities(wildcards):
+    source = planned_graph(wildcards).source
+    return None if source == graph_plan.MEAN_COSINE else [source]
+
+
+# The graph is computed on the training device: a cached graph and one computed in memory
+# are then the same bits.
+rule knn_graph:
     output:
-        f"{R}/{{dataset}}/graphs/index.json",
+        str(layout.graph_record_path(R, "{dataset}", "{graph}")),
     input:
-        features=feature_inputs,
-        code=code("crane/graphs/item_knn.py"),
+        features=lambda w: feature_matrices(w.dataset, graph_modalities(w)),
+        code=code("graphs"),
     params:
-        features=lambda w: " ".join(f"--feature {d}" for d in PLAN.feature_dirs(w.dataset).values()),
-        out=lambda w: f"{R}/{w.dataset}/graphs",
+        features=lambda w: feature_args(w.dataset, graph_modalities(w)),
+        k=lambda w: planned_graph(w).k,
+        mean_cosine=lambda w: "" if graph_modalities(w) else "--mean-cosine",
+        out=lambda w: layout.graph_dir(R, w.dataset),
     log:
-        f"{R}/{{dataset}}/logs/graphs.log",
+        log_file("graph_{graph}"),
     benchmark:
-        f"{R}/{{dataset}}/benchmarks/graphs.tsv"
+        bench_file("graph_{graph}")
     threads: 2
     resources:
         mem_mb=8000,
         runtime=60,
     shell:
-        "OMP_NUM_THREADS={threads} {CRANE} graphs {params.features} --k 10 --out {params.out} --index {output} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {CRANE} graphs {params.features} --k {params.k} {params.mean_cosine}"
+        " --device {DEVICE} --out {params.out} --index {output} > {log} 2>&1"
+

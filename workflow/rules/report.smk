@@ -5,8 +5,8 @@
 def table_inputs(wildcards):
     runs = PLAN.final_runs() + PLAN.ablation_runs() + PLAN.sensitivity_runs()
     return {
-        "runs": [f"{run}/metrics.json" for run in runs],
-        "stats": [f"{PLAN.data_dir(d)}/stats.md" for d in PLAN.datasets],
+        "runs": [str(layout.run_metrics_path(run)) for run in runs],
+        "stats": [str(layout.stats_table_path(R, d)) for d in PLAN.datasets],
         "selected": [PLAN.selection(d, m) for d in PLAN.datasets for m in PLAN.models
                      if PLAN.needs_selection(m)],
     }
@@ -37,32 +37,33 @@ def scope_options(part, datasets, seeds):
     return f"--{part}-datasets {' '.join(datasets)} --{part}-seeds {' '.join(map(str, seeds))}"
 
 
-T = f"{R}/tables"
+T = str(layout.tables_dir(R))
 
 
 def table(name, category, caption=None):
     """A table or plot of the Snakemake report, labelled for browsing."""
-    return report(f"{T}/{name}", caption=f"../report/{caption or name.split('.')[0]}.rst",
+    return report(str(layout.table_path(R, name)),
+                  caption=f"../report/{caption or name.split('.')[0]}.rst",
                   category=category, labels={"output": name})
 
 
 rule tables:
     output:
         main=table("main.md", "Results"),
-        tex=f"{T}/main.tex",
-        csv=f"{T}/main.csv",
-        metrics=f"{T}/metrics.json",
+        tex=str(layout.table_path(R, "main.tex")),
+        csv=str(layout.table_path(R, "main.csv")),
+        metrics=str(layout.table_path(R, "metrics.json")),
         datasets=table("datasets.md", "Datasets"),
         hyperparameters=table("hyperparameters.md", "Results"),
         user_activity=table("user_activity.md", "Results"),
         efficiency=table("efficiency.md", "Efficiency"),
         convergence=table("convergence.png", "Efficiency"),
-        convergence_csv=f"{T}/convergence.csv",
+        convergence_csv=str(layout.table_path(R, "convergence.csv")),
         extra=([table("ablation.md", "Ablations")] if PLAN.ablations_enabled else [])
         + ([table("sensitivity.png", "Ablations")] if PLAN.sensitivity_enabled else []),
     input:
         unpack(table_inputs),
-        code=code("crane/report/*.py"),
+        code=code("tables"),
     params:
         datasets=" ".join(PLAN.datasets),
         models=" ".join(PLAN.models),
@@ -70,7 +71,7 @@ rule tables:
         test=config["report"]["significance_test"],
         options=report_options(),
     log:
-        f"{R}/logs/tables.log",
+        str(layout.study_log_path(R, "tables")),
     localrule: True
     shell:
         "{CRANE} tables --results {R} --out {T} --datasets {params.datasets}"

@@ -1,29 +1,42 @@
 # Training runs: grid points on the tuning seed, the selection on validation, the selected
 # point on every seed, and CRANE's ablation variants and sensitivity sweeps.
 
+# The config's own folder of model files, when it names one (else the packaged files).
+MODEL_CONFIG = (f"--model-config {shlex.quote(config['models_dir'])}"
+                if config.get("models_dir") else "")
 
-def run_inputs(wildcards):
-    return {
-        "interactions": f"{PLAN.data_dir(wildcards.dataset)}/interactions.parquet",
-        "features": feature_inputs(wildcards),
-        "graphs": f"{R}/{wildcards.dataset}/graphs/index.json",
-    }
+
+def run_inputs(model, graphs):
+    """Inputs of a training rule: the split, the features, and the kNN graphs the run may
+    read (`graphs(wildcards)`), so a run waits for exactly those graph jobs."""
+
+    def inputs(wildcards):
+        return {
+            "interactions": str(layout.interactions_path(R, wildcards.dataset)),
+            "features": feature_inputs(wildcards),
+            "graphs": graph_records(wildcards.dataset, graphs(wildcards)),
+            "code": code(TRAIN_COMMAND, [model(wildcards)]),
+        }
+
+    return inputs
 
 
 def run_mem_mb(wildcards, input):
     """Memory of one training run: a floor for the interpreter and torch, plus room for the
     features, graphs and optimiser state, which scale with the inputs (about 8x their size
-    was measured to cover Adam on trainable feature tables)."""
+    covers Adam on trainable feature tables)."""
     return int(max(2000, 1500 + 8 * input.size_mb))
 
 
 RUN_RESOURCES = dict(mem_mb=run_mem_mb, runtime=720)
 # torch uses as many threads as the job was given: two jobs with two threads each on two
-# cores spin against each other (measured 3-5x slower epochs on the demo).
+# cores would spin against each other.
 RUN_SHELL = (
-    "OMP_NUM_THREADS={threads} {CRANE} run --dataset {wildcards.dataset} --data {params.data} {params.features}"
+    "OMP_NUM_THREADS={threads} {CRANE} " + TRAIN_COMMAND + " --dataset {wildcards.dataset}"
+    " --data {params.data} {params.features}"
     " --cache {params.cache} --model {params.model} --seed {wildcards.seed}"
-    " --training {params.training} --device {DEVICE} {params.hparams} --out {params.out}"
+    " --training {params.training} --device {DEVICE} {MODEL_CONFIG} {params.hparams}"
+    " --out {params.out}"
     " > {log} 2>&1"
 )
 
@@ -31,9 +44,9 @@ RUN_SHELL = (
 def run_params(model, out, hparams):
     """Parameters shared by every training rule; `hparams` is the hyper-parameter argument."""
     return dict(
-        data=lambda w: PLAN.data_dir(w.dataset),
+        data=lambda w: layout.data_dir(R, w.dataset),
         features=lambda w: feature_args(w.dataset),
-        cache=lambda w: f"{R}/{w.dataset}/graphs",
+        cache=lambda w: layout.graph_dir(R, w.dataset),
         model=model,
         training=q(TRAINING),
         hparams=hparams,
@@ -43,10 +56,10 @@ def run_params(model, out, hparams):
 
 rule train_grid_point:
     output:
-        f"{R}/{{dataset}}/runs/grid/{{model}}/{{hp}}/seed{{seed}}/metrics.json",
+        str(layout.run_metrics_path(layout.grid_run_dir(R, "{dataset}", "{model}", "{hp}", "{seed}"))),
     input:
-        unpack(run_inputs),
-        code=lambda w: ENGINE_CODE + model_code(w.model),
+        unpack(run_inputs(lambda w: w.model,
+                          lambda w: graph_plan.grid_run_graphs(PLAN, w.dataset, w.model, w.hp))),
     params:
         **run_params(
             model=lambda w: w.model,
@@ -54,9 +67,9 @@ rule train_grid_point:
             hparams=lambda w: "--hparams " + q(PLAN.grid_points(w.model)[w.hp]),
         ),
     log:
-        f"{R}/{{dataset}}/logs/runs/{{model}}_{{hp}}_seed{{seed}}.log",
+        log_file("runs/{model}_{hp}_seed{seed}"),
     benchmark:
-        f"{R}/{{dataset}}/benchmarks/grid_{{model}}_{{hp}}_seed{{seed}}.tsv"
+        bench_file("grid_{model}_{hp}_seed{seed}")
     resources:
         **RUN_RESOURCES,
     shell:
@@ -65,14 +78,16 @@ rule train_grid_point:
 
 rule select:
     output:
-        f"{R}/{{dataset}}/runs/selected/{{model}}.json",
+        str(layout.selection_path(R, "{dataset}", "{model}")),
     input:
-        lambda w: [f"{run}/metrics.json" for run in PLAN.tuning_runs(w.dataset, w.model)],
+        runs=lambda w: [str(layout.run_metrics_path(run))
+                        for run in PLAN.tuning_runs(w.dataset, w.model)],
+        code=code("select"),
     params:
         runs=lambda w: " ".join(PLAN.tuning_runs(w.dataset, w.model)),
         metric=TRAINING["valid_metric"],
     log:
-        f"{R}/{{dataset}}/logs/select_{{model}}.log",
+        log_file("select_{model}"),
     localrule: True
     shell:
         "{CRANE} select --runs {params.runs} --metric {params.metric} --out {output} > {log} 2>&1"
@@ -104,16 +119,16 @@ def tuning_run(wildcards):
 rule train_final:
     output:
         report(
-            f"{R}/{{dataset}}/runs/final/{{model}}/seed{{seed}}/metrics.json",
+            str(layout.run_metrics_path(layout.final_run_dir(R, "{dataset}", "{model}", "{seed}"))),
             caption="../report/run.rst",
             category="Runs",
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "model": "{model}", "seed": "{seed}"},
         ),
     input:
-        unpack(run_inputs),
+        unpack(run_inputs(lambda w: w.model,
+                          lambda w: graph_plan.final_run_graphs(PLAN, w.dataset, w.model))),
         selected=selection_input(lambda w: w.model),
-        code=lambda w: ENGINE_CODE + model_code(w.model),
     params:
         **run_params(
             model=lambda w: w.model,
@@ -121,9 +136,9 @@ rule train_final:
             hparams=lambda w: f"{selected_hparams(w.dataset, w.model)} {tuning_run(w)}",
         ),
     log:
-        f"{R}/{{dataset}}/logs/final/{{model}}_seed{{seed}}.log",
+        log_file("final/{model}_seed{seed}"),
     benchmark:
-        f"{R}/{{dataset}}/benchmarks/train_{{model}}_seed{{seed}}.tsv"
+        str(layout.train_benchmark_path(R, "{dataset}", "{model}", "{seed}"))
     resources:
         **RUN_RESOURCES,
     shell:
@@ -132,11 +147,11 @@ rule train_final:
 
 rule train_ablation:
     output:
-        f"{R}/{{dataset}}/runs/ablations/{{variant}}/seed{{seed}}/metrics.json",
+        str(layout.run_metrics_path(layout.ablation_run_dir(R, "{dataset}", "{variant}", "{seed}"))),
     input:
-        unpack(run_inputs),
+        unpack(run_inputs(lambda w: "crane",
+                          lambda w: graph_plan.ablation_run_graphs(PLAN, w.dataset, w.variant))),
         selected=selection_input(lambda w: "crane"),
-        code=ENGINE_CODE + model_code("crane"),
     params:
         **run_params(
             model="crane",
@@ -145,9 +160,9 @@ rule train_ablation:
             + q(PLAN.ablation_variants()[w.variant]),
         ),
     log:
-        f"{R}/{{dataset}}/logs/ablations/{{variant}}_seed{{seed}}.log",
+        log_file("ablations/{variant}_seed{seed}"),
     benchmark:
-        f"{R}/{{dataset}}/benchmarks/ablation_{{variant}}_seed{{seed}}.tsv"
+        bench_file("ablation_{variant}_seed{seed}")
     resources:
         **RUN_RESOURCES,
     shell:
@@ -156,11 +171,12 @@ rule train_ablation:
 
 rule train_sensitivity:
     output:
-        f"{R}/{{dataset}}/runs/sensitivity/{{param}}/{{value}}/seed{{seed}}/metrics.json",
+        str(layout.run_metrics_path(
+            layout.sensitivity_run_dir(R, "{dataset}", "{param}", "{value}", "{seed}"))),
     input:
-        unpack(run_inputs),
+        unpack(run_inputs(lambda w: "crane", lambda w: graph_plan.sensitivity_run_graphs(
+            PLAN, w.dataset, w.param, w.value))),
         selected=selection_input(lambda w: "crane"),
-        code=ENGINE_CODE + model_code("crane"),
     params:
         **run_params(
             model="crane",
@@ -169,9 +185,9 @@ rule train_sensitivity:
             + q({w.param: PLAN.sensitivity_value(w.param, w.value)}),
         ),
     log:
-        f"{R}/{{dataset}}/logs/sensitivity/{{param}}_{{value}}_seed{{seed}}.log",
+        log_file("sensitivity/{param}_{value}_seed{seed}"),
     benchmark:
-        f"{R}/{{dataset}}/benchmarks/sensitivity_{{param}}_{{value}}_seed{{seed}}.tsv"
+        bench_file("sensitivity_{param}_{value}_seed{seed}")
     resources:
         **RUN_RESOURCES,
     shell:
@@ -180,13 +196,14 @@ rule train_sensitivity:
 
 rule runs_index:
     output:
-        f"{R}/{{dataset}}/runs/index.json",
+        str(layout.runs_index_path(R, "{dataset}")),
     input:
-        lambda w: [f"{run}/metrics.json" for run in PLAN.dataset_runs(w.dataset)],
+        runs=lambda w: [str(layout.run_metrics_path(run)) for run in PLAN.dataset_runs(w.dataset)],
+        code=code("runs-index"),
     params:
         runs=lambda w: " ".join(PLAN.dataset_runs(w.dataset)),
     log:
-        f"{R}/{{dataset}}/logs/runs_index.log",
+        log_file("runs_index"),
     localrule: True
     shell:
         "{CRANE} runs-index --out {output} {params.runs} > {log} 2>&1"
