@@ -28,7 +28,9 @@ from crane import layout  # noqa: E402
 from crane.config import validate_config  # noqa: E402
 from crane.models import get as get_model  # noqa: E402
 from crane.study import StudyPlan  # noqa: E402
-from crane.train import TrainingConfig, fit_and_evaluate, load_train_data  # noqa: E402
+from crane.engine.inputs import load_train_data  # noqa: E402
+from crane.engine.runner import fit_and_evaluate  # noqa: E402
+from crane.engine.settings import TrainingConfig  # noqa: E402
 
 METRIC = "recall@20"
 

@@ -10,8 +10,8 @@ docs/training.md, up to 1000 epochs) on the same folder over several seeds and r
 mean +- std, the standard error of the mean, and whether each metric lands within
 max(3 % of MMRec's value, 2 SEM) of it.
 
-With `--grid` it first tunes the model's grid (crane/configs/models/<model>.yaml, MMRec's grid) on
-the first seed, selects on validation Recall@20 (crane.tuning.select_best, the project's
+With `--grid` it first tunes the model's grid (crane/configs/models/<model>.yaml, MMRec's
+grid) on the first seed, selects on validation Recall@20 (crane.tuning.select_best, the project's
 policy), runs the selected point on every seed and reports the gap to MMRec's published
 Baby table (BPR 0.0575 / 0.0249, LightGCN 0.0754 / 0.0328; MMRec selects its grid on test).
 
@@ -25,27 +25,7 @@ Usage (from the repository root; a run folder per (model, seed) makes it resumab
     python benchmarks/fidelity_mmrec.py --models lightgcn --grid --jobs 6 --device cuda
                                           # pending runs in 6 processes (one GPU or 6 cores)
 
-Measured (2026-11-27, CPU, --threads 1, MMRec's early-stopping rule; run folders and
-summary.json under results/fidelity_mmrec), test Recall@20 / NDCG@20, mean +- std (SEM):
-
-    --models bpr --seeds 1 2 3 4 5       0.0556 +- 0.0014 (0.0006) / 0.0239 +- 0.0005 (0.0002)
-        vs MMRec 0.0541 / 0.0242: +2.7 % / -1.3 %, both within
-    --models lightgcn --seeds 1 2 3 4 5  0.0754 +- 0.0012 (0.0006) / 0.0329 +- 0.0004 (0.0002)
-        vs MMRec 0.0778 / 0.0339: -3.02 % (outside by 0.00002) / -2.97 % (within)
-    (re-run 2026-11-27 after the hand-written backward passes and the one-thread steps,
-     `--models lightgcn bpr --seeds 1 2 3 4 5 --threads 1 --jobs 2`, 10 min 41 s: the same
-     per-seed values and best epochs for both models)
-    --models lightgcn --seeds $(seq 10) 0.0761 +- 0.0013 (0.0004) / 0.0331 +- 0.0006 (0.0002)
-        -2.2 % / -2.5 %, both within (seeds 6-10: 0.0776 0.0774 0.0752 0.0763 0.0774)
-    --models bpr --grid                  reg_weight 0.1 selected on validation (seed 1);
-        0.0589 +- 0.0008 (0.0004) / 0.0254 +- 0.0006 (0.0003) vs published 0.0575 / 0.0249:
-        +2.4 % / +2.1 %
-    --models lightgcn --grid --jobs 8 --threads 1 --device cuda   (one H200, torch 2.11)
-        n_layers 4, reg_weight 1e-3 selected on validation (seed 1; validation Recall@20 by
-        layers 1-4: 0.0705, 0.0748-0.0752, 0.0759-0.0762, 0.0768-0.0774);
-        0.0763 +- 0.0045 (0.0020) / 0.0332 +- 0.0021 (0.0009) vs published 0.0754 / 0.0328:
-        +1.2 % / +1.1 % (seeds 1-5: 0.0777 0.0797 0.0779 0.0684 0.0777; seed 4 stopped at
-        its best epoch 34 + 20, the others peaked at epochs 113-147)
+The numbers these commands give, and the command behind each row, are in docs/training.md.
 
 The folder is read directly (`baby.inter`: userID itemID rating timestamp x_label, with
 x_label 0/1/2 = train/validation/test); n_users and n_items are the largest ids + 1.
@@ -63,7 +43,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 # OpenMP threads that spin while waiting take the cores from everything else on a shared
-# machine (2-thread epochs measured 5-10x slower under load); must be set before torch loads.
+# machine; must be set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
@@ -74,10 +54,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from crane import files  # noqa: E402
 from crane.data.processed import TRAIN, VALID, Interactions  # noqa: E402
-from crane.evaluate import FullRankingEvaluator  # noqa: E402
+from crane.engine.evaluate import FullRankingEvaluator  # noqa: E402
+from crane.engine.inputs import build_model  # noqa: E402
+from crane.engine.runner import fit_and_evaluate  # noqa: E402
+from crane.engine.sampling import NegativeSampler  # noqa: E402
+from crane.engine.settings import TrainingConfig  # noqa: E402
 from crane.models.base import TrainData  # noqa: E402
-from crane.sampling import NegativeSampler  # noqa: E402
-from crane.train import TrainingConfig, build_model, fit_and_evaluate, make_adam  # noqa: E402
+from crane.ops.adam import make_adam  # noqa: E402
 from crane.tuning import grid_points, hp_hash, load_model_config, select_best  # noqa: E402
 
 DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "shared/data/amazon2014-baby/mmrec-split"

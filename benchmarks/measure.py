@@ -7,12 +7,13 @@ job's `result` path after every phase, so a run killed by the harness's timeout 
 what it measured. Everything goes through the project's real code paths:
 
 - graphs: `crane.graphs.user_item.symmetric_bipartite_adjacency` of the training matrix and
-  `crane.graphs.item_knn.cached_neighbours` per modality (which fills the kNN cache that the
+  `crane.graphs.item_knn.build_neighbour_cache` per modality (which fills the kNN cache that the
   model runs of the same scale then read);
-- a model: `crane.train.build_model` (its graphs; kNN graphs from that cache), then the
-  trainer's own loop (`crane.train._TrainingLoop`: `crane.sampling.NegativeSampler`, the
-  model's loss, backward and the Adam step, then a `crane.evaluate.FullRankingEvaluator`
-  pass over every validation user) for `epochs` epochs.
+- a model: `crane.engine.inputs.build_model` (its graphs; kNN graphs from that cache), then
+  the engine's own loop (`crane.engine.loop.TrainingLoop`: the negative sampler, the model's
+  loss, backward and the Adam step, then a `crane.engine.evaluate.FullRankingEvaluator` pass
+  over every validation user) for `epochs` epochs, observed through the loop's hooks
+  (`crane.engine.hooks.Hooks`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from probe import reference_step_ms  # noqa: E402
 from crane import files  # noqa: E402
 from crane.data.processed import TRAIN, VALID  # noqa: E402
 from crane.device import describe, resolve_device  # noqa: E402
+from crane.engine.hooks import Hooks  # noqa: E402
 
 GRAPHS = "graphs"
 KNN_K = 10  # the kNN size every graph model uses by default (MMRec's knn_k)
@@ -133,7 +135,7 @@ def _data_columns(data: synthetic.BenchmarkData) -> dict:
 
 def measure_graphs(job: dict, device: torch.device, recorder: Recorder) -> None:
     """User-item adjacency and per-modality kNN build times; fills the scale's kNN cache."""
-    from crane.graphs.item_knn import cached_neighbours
+    from crane.graphs.item_knn import build_neighbour_cache
     from crane.graphs.user_item import symmetric_bipartite_adjacency
 
     data = load_data(job, with_features=True, recorder=recorder)
@@ -144,8 +146,8 @@ def measure_graphs(job: dict, device: torch.device, recorder: Recorder) -> None:
     recorder.update(**timings)
     for modality, features in train.features.items():
         start = time.perf_counter()
-        cached_neighbours(features, KNN_K, train.cache_dir, train.feature_hashes[modality],
-                          device=device)
+        build_neighbour_cache(features, KNN_K, train.cache_dir,
+                              train.feature_hashes[modality], device=device)
         timings[f"knn_{modality}_s"] = time.perf_counter() - start
         timings[f"knn_{modality}_dim"] = int(features.shape[1])
         recorder.update(**timings)
@@ -169,30 +171,33 @@ def train_data(data: synthetic.BenchmarkData, device: torch.device, cache_dir: s
 
 def measure_model(job: dict, device: torch.device, recorder: Recorder) -> None:
     from crane import models
-    from crane.evaluate import FullRankingEvaluator
-    from crane.train import TrainingConfig, _TrainingLoop, build_model, seed_everything
-    from crane.tuning import load_model_config
+    from crane.engine.evaluate import FullRankingEvaluator
+    from crane.engine.inputs import build_model
+    from crane.engine.loop import TrainingLoop
+    from crane.engine.runner import resolve_training
+    from crane.engine.runtime import seed_everything
+    from crane.engine.settings import TrainingConfig
+    from crane.tuning import default_hparams
 
     job_start = time.monotonic()
     model_cls = models.get(job["model"])
-    hparams = {**load_model_config(job["model"])["defaults"],
-               **job.get("overrides", {})}
+    hparams = default_hparams(job["model"], **job.get("overrides", {}))
     # ID-only models never see the features (their memory would blur the peak).
     with_features = bool(model_cls.required_modalities) or model_cls.uses_content
     data = load_data(job, with_features, recorder)
     train = train_data(data, device, job["cache_dir"], with_features)
     epochs = int(job["epochs"])
-    training = TrainingConfig(epochs=epochs, patience=epochs + 1, eval_every=1,
-                              batch_size=int(job.get("batch_size", 2048)),
-                              eval_batch_size=int(job.get("eval_batch_size", 4096)),
-                              checkpoint_every_s=1e9).with_overrides(hparams)
+    model_hp, training, _ = resolve_training(job["model"], hparams, TrainingConfig(
+        epochs=epochs, patience=epochs + 1, eval_every=1,
+        batch_size=int(job.get("batch_size", 2048)),
+        eval_batch_size=int(job.get("eval_batch_size", 4096)), checkpoint_every_s=1e9))
     seed = int(job.get("seed", 7))
     recorder.update(hparams=hparams, batch_size=training.batch_size,
                     batches_per_epoch=-(-len(train.train_user) // training.batch_size))
 
     seed_everything(seed)
     start = time.perf_counter()
-    model = build_model(job["model"], train, hparams)
+    model = build_model(job["model"], train, model_hp)
     recorder.update(build_s=time.perf_counter() - start, trainable=model.trainable)
     start = time.perf_counter()
     evaluator = FullRankingEvaluator.for_split(data.interactions, VALID,
@@ -200,75 +205,99 @@ def measure_model(job: dict, device: torch.device, recorder: Recorder) -> None:
                                                device=device)
     recorder.update(eval_setup_s=time.perf_counter() - start, eval_users=len(evaluator.users))
 
-    soft_limit = float(job.get("soft_limit_s", float("inf")))
-    cpu_seconds: dict[str, list[float]] = {"epoch": [], "eval": []}
-    partial: list[dict] = []  # per epoch with --max-batches: batch-loop seconds, batches run
-
-    def after_epoch(epoch: int) -> None:
-        rows = [row for row in loop.history if "seconds" in row]
-        # what the next epoch will take here (a truncated one with --max-batches)
-        next_cost = rows[-1]["seconds"] + rows[-1].get("eval_seconds", 0.0)
-        cpu_epochs = cpu_seconds["epoch"]
-        if partial:
-            scaled = extrapolate_epochs(rows, partial, recorder.data["batches_per_epoch"])
-            # CPU seconds scaled like the wall seconds of the same epoch
-            cpu_epochs = [cpu * new["seconds"] / old["seconds"]
-                          for cpu, new, old in zip(cpu_epochs, scaled, rows)]
-            rows = scaled
-        recorder.update(**summarise_history(rows, model.trainable),
-                        cpu_epoch_s=statistics.median(cpu_epochs),
-                        cpu_eval_s=statistics.median(cpu_seconds["eval"] or [math.nan]))
-        if time.monotonic() - job_start + next_cost > soft_limit:
-            raise _StopEarly
-
-    max_batches = int(job.get("max_batches") or 0)
-    if max_batches:
-        limit_epoch_batches(max_batches, partial)
-    loop = _TrainingLoop(model, train, evaluator, training, seed, None, log=lambda _: None,
-                         on_epoch_end=after_epoch, resume_key="benchmark")
-    # Process CPU seconds beside the trainer's wall seconds: on a shared machine wall time
-    # grows with the load, CPU time much less (it still counts every thread's work).
-    loop._train_epoch = cpu_timed(loop._train_epoch, cpu_seconds["epoch"])
-    evaluator.evaluate = cpu_timed(evaluator.evaluate, cpu_seconds["eval"])
+    hooks = MeasuringHooks(job, job_start, recorder, model.trainable)
+    loop = TrainingLoop(model, train, CpuTimedEvaluator(evaluator, hooks.cpu_seconds["eval"]),
+                        training, seed, log=lambda _: None, hooks=hooks,
+                        resume_key="benchmark")
     if job.get("profile_path"):
         profile_run(loop.run, Path(job["profile_path"]))
     else:
         loop.run()
     if not model.trainable:  # fit() + one evaluation: no epoch hook runs
         recorder.update(**summarise_history(loop.history, trainable=False),
-                        cpu_eval_s=statistics.median(cpu_seconds["eval"]))
+                        cpu_eval_s=statistics.median(hooks.cpu_seconds["eval"]))
 
 
-def limit_epoch_batches(max_batches: int, sink: list) -> None:
-    """Make every epoch of this process stop after `max_batches` batches.
+class CpuTimedEvaluator:
+    """An evaluator that adds each pass's process CPU seconds to `sink`: on a shared machine
+    wall time grows with the load, CPU time much less (it still counts every thread's work)."""
 
-    The trainer builds its NegativeSampler itself, so the class is swapped for a subclass
-    whose epochs draw the whole epoch's shuffle and negatives as usual, then yield only the
-    first batches, recording how long the batch loop took from the first batch on.
-    """
-    import crane.train
-    from crane.sampling import NegativeSampler
+    def __init__(self, evaluator, sink: list):
+        self.evaluator, self.sink = evaluator, sink
+        self.users = evaluator.users
 
-    class FirstBatches(NegativeSampler):
-        def epoch(self):
-            batches = super().epoch()
-            first = second = time.perf_counter()
-            count = 0
-            try:
-                for count, batch in enumerate(batches, start=1):
-                    if count == 1:
-                        first = time.perf_counter()
-                    elif count == 2:  # the first batch (with any per-epoch set-up) is done
-                        second = time.perf_counter()
-                    yield batch
-                    if count == max_batches:
-                        break
-            finally:
-                end = time.perf_counter()
-                sink.append({"batch_seconds": end - first, "batches": count,
-                             "first_batch_seconds": (second if count > 1 else end) - first})
+    def evaluate(self, model, topk: int = 0):
+        start = time.process_time()
+        try:
+            return self.evaluator.evaluate(model, topk=topk)
+        finally:
+            self.sink.append(time.process_time() - start)
 
-    crane.train.NegativeSampler = FirstBatches
+
+class MeasuringHooks(Hooks):
+    """Records each epoch's CPU seconds and the running summary after every epoch; with
+    `max_batches` each epoch stops after that many batches (timing the batch loop from the
+    first batch on); raises _StopEarly when another epoch would pass the soft time limit."""
+
+    def __init__(self, job: dict, job_start: float, recorder: Recorder, trainable: bool):
+        self.job_start, self.recorder, self.trainable = job_start, recorder, trainable
+        self.soft_limit = float(job.get("soft_limit_s", float("inf")))
+        self.max_batches = int(job.get("max_batches") or 0)
+        self.cpu_seconds: dict[str, list[float]] = {"epoch": [], "eval": []}
+        self.partial: list[dict] = []  # per epoch with max_batches: batch-loop seconds, batches
+        self.rows: list[dict] = []
+        self._epoch_cpu_start = 0.0
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self._epoch_cpu_start = time.process_time()
+
+    def on_epoch_trained(self, epoch: int, row: dict) -> None:
+        self.cpu_seconds["epoch"].append(time.process_time() - self._epoch_cpu_start)
+
+    def train_batches(self, epoch: int, batches):
+        if not self.max_batches:
+            return batches
+        return first_batches(batches, self.max_batches, self.partial)
+
+    def on_epoch_end(self, epoch: int, row: dict) -> None:
+        self.rows.append(row)
+        rows = self.rows
+        # what the next epoch will take here (a truncated one with max_batches)
+        next_cost = rows[-1]["seconds"] + rows[-1].get("eval_seconds", 0.0)
+        cpu_epochs = self.cpu_seconds["epoch"]
+        if self.partial:
+            scaled = extrapolate_epochs(rows, self.partial,
+                                        self.recorder.data["batches_per_epoch"])
+            # CPU seconds scaled like the wall seconds of the same epoch
+            cpu_epochs = [cpu * new["seconds"] / old["seconds"]
+                          for cpu, new, old in zip(cpu_epochs, scaled, rows)]
+            rows = scaled
+        self.recorder.update(**summarise_history(rows, self.trainable),
+                             cpu_epoch_s=statistics.median(cpu_epochs),
+                             cpu_eval_s=statistics.median(self.cpu_seconds["eval"] or [math.nan]))
+        if time.monotonic() - self.job_start + next_cost > self.soft_limit:
+            raise _StopEarly
+
+
+def first_batches(batches, max_batches: int, sink: list):
+    """The first `max_batches` of an epoch's batches (the sampler has drawn the whole epoch's
+    shuffle and negatives as usual), recording how long the batch loop took from the first
+    batch on, and the first batch alone (it pays per-epoch work such as a graph rebuild)."""
+    first = second = time.perf_counter()
+    count = 0
+    try:
+        for count, batch in enumerate(batches, start=1):
+            if count == 1:
+                first = time.perf_counter()
+            elif count == 2:  # the first batch (with any per-epoch set-up) is done
+                second = time.perf_counter()
+            yield batch
+            if count == max_batches:
+                break
+    finally:
+        end = time.perf_counter()
+        sink.append({"batch_seconds": end - first, "batches": count,
+                     "first_batch_seconds": (second if count > 1 else end) - first})
 
 
 def extrapolate_epochs(rows: list[dict], partial: list[dict], batches_per_epoch: int
@@ -309,16 +338,6 @@ def profile_run(function, path: Path, lines: int = 40) -> None:
         text = io.StringIO()
         pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(lines)
         files.write_text(path, text.getvalue())
-
-
-def cpu_timed(function, sink: list):
-    def timed(*args, **kwargs):
-        start = time.process_time()
-        try:
-            return function(*args, **kwargs)
-        finally:
-            sink.append(time.process_time() - start)
-    return timed
 
 
 def summarise_history(rows: list[dict], trainable: bool) -> dict:

@@ -13,8 +13,8 @@ import os
 import pkgutil
 import sys
 
-# Before torch loads OpenMP: idle threads sleep instead of spinning. With several jobs on
-# few cores, spinning made 2-thread epochs 5-10x slower (BPR on Baby: 19 s vs 2.2 s).
+# Before torch loads OpenMP: idle threads sleep instead of spinning, which with several jobs
+# on few cores would take the cores the other jobs' threads need.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import crane

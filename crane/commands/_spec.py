@@ -30,3 +30,17 @@ def parse_spec(value: str) -> dict[str, Any]:
     if not isinstance(spec, dict):
         raise argparse.ArgumentTypeError("spec must be a JSON object")
     return spec
+
+
+def parse_feature_dirs(pairs: list[str]) -> dict[str, Path]:
+    """`--feature MODALITY=DIR` pairs -> {modality: folder}; a malformed pair or a modality
+    given twice is an error naming it."""
+    features: dict[str, Path] = {}
+    for pair in pairs:
+        modality, sep, folder = pair.partition("=")
+        if not sep or not modality or not folder:
+            raise ValueError(f"--feature {pair!r}: expected MODALITY=DIR")
+        if modality in features:
+            raise ValueError(f"--feature: modality {modality!r} given twice")
+        features[modality] = Path(folder)
+    return features

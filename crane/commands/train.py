@@ -1,41 +1,63 @@
-"""`crane train`, `crane evaluate`, `crane select`, `crane models`: the training engine's steps."""
+"""`crane train`, `crane evaluate`, `crane select`, `crane models`: the training engine's steps.
+
+`crane train` trains one run of a model at one hyper-parameter point and seed. The point is,
+later wins: the model file's default point (crane/configs/models/<model>.yaml, or
+`--model-config DIR`), then `--hparams` or the point a `crane select` chose (`--selected`),
+then `--extra` (one JSON object: the study's ablation and sensitivity switches), then `--set
+KEY=VALUE`. Trainer settings come from `--training` and `--set training.KEY=VALUE`; the keys
+the model file's `training:` block declares belong to the point instead (config/README.md).
+With `--reuse-from`, the tuning seed's grid run of that very point is copied instead of
+trained again: same data, same seed, same numbers.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
-from crane.commands._spec import parse_spec
+from crane import files
+from crane.commands._spec import parse_feature_dirs, parse_spec
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser(
-        "train", help="train one model / grid point / seed into a run folder",
-        description="Train one (model, hyper-parameter point, seed) and write its run folder "
-                    "(metrics.json, history.csv, user_metrics.parquet, checkpoint.pt, "
-                    "manifest.json). A killed run resumes from last.pt.")
+        "train", help="train one model / hyper-parameter point / seed into a run folder",
+        description=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("--data", required=True, type=Path, help="processed dataset folder")
     train.add_argument("--feature", action="append", default=[], metavar="MODALITY=DIR",
                        help="feature folder of one modality (repeatable), e.g. text=DIR")
     train.add_argument("--cache", type=Path, default=None, help="cache folder (kNN graphs)")
     train.add_argument("--model", required=True, help="registered model name (crane models)")
-    train.add_argument("--hparams", type=parse_spec, default=None,
-                       help="hyper-parameters, JSON or @file, merged over the model's defaults")
-    train.add_argument("--model-config", type=Path, default=None,
+    train.add_argument("--model-config", type=Path, default=None, metavar="DIR",
                        help="folder of <model>.yaml (default: the packaged crane/configs/models)")
-    train.add_argument("--seed", type=int, required=True)
-    train.add_argument("--training", type=parse_spec, default=None,
-                       help="trainer settings, JSON or @file (epochs, patience, ...)")
+    point = train.add_mutually_exclusive_group()
+    point.add_argument("--hparams", type=parse_spec, default=None,
+                       help="hyper-parameters, JSON or @file, over the model's default point")
+    point.add_argument("--selected", type=Path, default=None,
+                       help="the point chosen by `crane select` (its selected/<model>.json)")
+    train.add_argument("--extra", type=parse_spec, default=None,
+                       help="overrides of the point as one JSON object (ablation switches)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        dest="overrides",
                        help="override a hyper-parameter (reg_weight=1e-3) or a trainer "
                             "setting (training.epochs=5); repeatable")
+    train.add_argument("--seed", type=int, required=True)
+    train.add_argument("--training", type=parse_spec, default=None,
+                       help="trainer settings, JSON or @file (epochs, patience, ...)")
     train.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     train.add_argument("--threads", type=int, default=None,
                        help="CPU threads for torch (default: torch's own choice)")
+    train.add_argument("--reuse-from", type=Path, default=None, metavar="DIR",
+                       help="grid-run root <results>/<ds>/runs/grid/<model>: copy the run of "
+                            "the same point and seed when it exists")
     train.add_argument("--out", required=True, type=Path, help="run folder to write")
     train.add_argument("--dataset", default=None, help="dataset name recorded in metrics.json")
     train.set_defaults(func=run_train)
@@ -101,52 +123,78 @@ def parse_overrides(pairs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     return hparams, training
 
 
-def parse_features(pairs: list[str]) -> dict[str, Path]:
-    features: dict[str, Path] = {}
-    for pair in pairs:
-        modality, sep, folder = pair.partition("=")
-        if not sep or not modality or not folder:
-            raise ValueError(f"--feature {pair!r}: expected MODALITY=DIR")
-        if modality in features:
-            raise ValueError(f"--feature: modality {modality!r} given twice")
-        features[modality] = Path(folder)
-    return features
+def selected_point(path: Path) -> dict[str, Any]:
+    selection = files.read_json(path)
+    if "hparams" not in selection:
+        raise ValueError(f"{path}: no 'hparams' key (not a `crane select` output?)")
+    return selection["hparams"]
 
 
-def resolve_hparams(model: str, given: dict[str, Any] | None, overrides: dict[str, Any],
-                    config_dir: Path | None) -> dict[str, Any]:
-    """Model defaults (when its yaml exists), then --hparams, then --set."""
+def resolve_point(model: str, config_dir: Path | None, given: dict[str, Any] | None,
+                  extra: dict[str, Any] | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The run's point: the model file's default point (when the file exists), then `given`
+    (--hparams or --selected), then `extra`, then `overrides` (--set)."""
     from crane.tuning import default_point, load_model_config, model_config_path
 
-    defaults: dict[str, Any] = {}
     path = model_config_path(model, config_dir)
+    defaults: dict[str, Any] = {}
     if path.exists():
         defaults = default_point(load_model_config(model, config_dir))
     elif given is None:
         raise FileNotFoundError(f"{path}: no defaults for model {model!r}; pass --hparams")
-    return {**defaults, **(given or {}), **overrides}
+    return {**defaults, **(given or {}), **(extra or {}), **overrides}
+
+
+def split_training_overrides(training_overrides: dict[str, Any], declared: tuple[str, ...]
+                             ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`--set training.KEY` pairs -> (point values for keys the model file declares, trainer
+    settings for the others)."""
+    to_point = {k: v for k, v in training_overrides.items() if k in declared}
+    to_training = {k: v for k, v in training_overrides.items() if k not in declared}
+    return to_point, to_training
+
+
+def reusable_run(reuse_from: Path, hparams: dict[str, Any], seed: int) -> Path | None:
+    from crane.tuning import hp_hash
+
+    candidate = reuse_from / hp_hash(hparams) / f"seed{seed}"
+    return candidate if (candidate / "metrics.json").exists() else None
 
 
 def run_train(args: argparse.Namespace) -> int:
     from crane import models
-    from crane.train import TrainingConfig, train_run
+    from crane.tuning import declared_training_keys
 
     models.get(args.model)  # unknown name: fail before reading any data
-    set_threads(args.threads)
+    feature_dirs = parse_feature_dirs(args.feature)
     hp_overrides, training_overrides = parse_overrides(args.overrides)
-    hparams = resolve_hparams(args.model, args.hparams, hp_overrides, args.model_config)
-    training = TrainingConfig.from_dict({**(args.training or {}), **training_overrides})
-    metrics = train_run(data_dir=args.data, feature_dirs=parse_features(args.feature),
-                        model=args.model, hparams=hparams, seed=args.seed, out_dir=args.out,
-                        training=training, device=args.device, cache_dir=args.cache,
-                        dataset=args.dataset)
+    declared = declared_training_keys(args.model, args.model_config)
+    to_point, to_training = split_training_overrides(training_overrides, declared)
+    given = selected_point(args.selected) if args.selected is not None else args.hparams
+    hparams = resolve_point(args.model, args.model_config, given, args.extra,
+                            {**hp_overrides, **to_point})
+    if args.reuse_from is not None and (source := reusable_run(args.reuse_from, hparams,
+                                                               args.seed)):
+        log.info("reusing %s (same point, same seed) for %s", source, args.out)
+        with files.atomic_dir(args.out) as tmp:
+            shutil.copytree(source, tmp, dirs_exist_ok=True)
+        return 0
+    from crane.engine.runner import train_run  # torch is imported only to train
+    from crane.engine.settings import TrainingConfig
+
+    set_threads(args.threads)
+    training = TrainingConfig.from_dict({**(args.training or {}), **to_training})
+    metrics = train_run(data_dir=args.data, feature_dirs=feature_dirs, model=args.model,
+                        hparams=hparams, seed=args.seed, out_dir=args.out, training=training,
+                        device=args.device, cache_dir=args.cache, dataset=args.dataset,
+                        training_keys=declared)
     print(json.dumps({k: metrics[k] for k in ("model", "seed", "hp_hash", "best_epoch",
                                               "valid", "test")}, indent=2))
     return 0
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from crane.train import evaluate_run
+    from crane.engine.runner import evaluate_run
 
     if args.topk < 0:
         raise ValueError(f"--topk must be >= 0, got {args.topk}")

@@ -17,10 +17,10 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
-import torch
 
 import crane
 from crane import files
+from crane.device import resolve_device
 from crane.features.encoded import EncodedItems
 from crane.features.impute import impute_with_mean
 from crane.features.store import FeatureSet, write_feature_dir
@@ -45,14 +45,6 @@ def _encoder_types() -> dict[str, tuple[EncoderFn, tuple[str, ...]]]:
         "legacy_image_features": (legacy.encode_item_images_legacy, ("image",)),
         "mmrec_npy": (mmrec.encode_item_mmrec_npy, ("text", "image")),
     }
-
-
-def resolve_device(device: str) -> str:
-    """`auto` is cuda when present, else cpu; anything else is passed to torch as is."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    torch.device(device)  # a clear error for a malformed name
-    return device
 
 
 def read_items(data_dir: str | os.PathLike) -> pd.DataFrame:
@@ -90,7 +82,7 @@ def extract_features(data_dir: str | os.PathLike, raw_dir: str | os.PathLike, mo
     if modality not in modalities:
         raise ValueError(f"encoders.{encoder_name}: type {encoder_type} makes "
                          f"{'/'.join(modalities)} features, not {modality}")
-    device = resolve_device(device)
+    device = str(resolve_device(device))
     items = read_items(data_dir)
     started = time.perf_counter()
     encoded = encode(items, Path(raw_dir), dict(encoder_cfg), device, modality)

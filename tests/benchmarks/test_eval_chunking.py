@@ -6,7 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from crane.evaluate import CPU_SCORE_ENTRIES, MIN_CHUNK_USERS, FullRankingEvaluator, chunk_users
+from crane.engine.evaluate import CPU_SCORE_ENTRIES, MIN_CHUNK_USERS, FullRankingEvaluator, chunk_users
 
 
 def test_chunk_users_caps_cpu_blocks_only():

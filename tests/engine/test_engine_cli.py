@@ -1,13 +1,19 @@
 """`crane train / evaluate / select / models` end to end on a small processed folder."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from crane import files
 from crane.cli import main
+from crane.commands._spec import parse_feature_dirs
 from crane.commands.train import parse_overrides
+from crane.tuning import hp_hash
+
+FAST = json.dumps({"epochs": 2, "batch_size": 256, "checkpoint_every_s": 0})
 
 
 def test_set_overrides_split_model_and_training_keys():
@@ -76,3 +82,95 @@ def test_bad_input_gives_a_clear_error(tmp_path, processed_dir, capsys):
                  "--seed", "1", "--out", str(tmp_path / "run")])
     assert code == 2
     assert "no_such_model" in capsys.readouterr().err
+
+
+def train(processed_dir, out, *args):
+    return main(["train", "--data", str(processed_dir), "--seed", "1", "--device", "cpu",
+                 "--training", FAST, "--out", str(out), *args])
+
+
+def test_the_point_is_the_default_then_hparams_or_selected_then_extra_then_set(
+        tmp_path, processed_dir):
+    assert train(processed_dir, tmp_path / "a", "--model", "bpr",
+                 "--hparams", '{"reg_weight": 0.5}', "--extra", '{"reg_weight": 0.25}',
+                 "--set", "embedding_size=16") == 0
+    metrics = files.read_json(tmp_path / "a" / "metrics.json")
+    assert metrics["hparams"] == {"embedding_size": 16, "reg_weight": 0.25}
+    assert metrics["hp_hash"] == hp_hash(metrics["hparams"])
+
+    selection = tmp_path / "selected.json"
+    files.write_json(selection, {"hparams": {"embedding_size": 8, "reg_weight": 0.1}})
+    assert train(processed_dir, tmp_path / "b", "--model", "bpr", "--selected",
+                 str(selection), "--extra", '{"reg_weight": 0.2}') == 0
+    assert files.read_json(tmp_path / "b" / "metrics.json")["hparams"] == {
+        "embedding_size": 8, "reg_weight": 0.2}
+
+
+def test_reuse_from_copies_the_grid_run_of_the_same_point_and_seed(tmp_path, processed_dir):
+    point = {"embedding_size": 8, "reg_weight": 0.1}
+    grid = tmp_path / "grid"
+    assert train(processed_dir, grid / hp_hash(point) / "seed1", "--model", "bpr",
+                 "--hparams", json.dumps(point)) == 0
+    stamp = (grid / hp_hash(point) / "seed1" / "metrics.json").read_text()
+    assert train(processed_dir, tmp_path / "final", "--model", "bpr",
+                 "--hparams", json.dumps(point), "--reuse-from", str(grid)) == 0
+    assert (tmp_path / "final" / "metrics.json").read_text() == stamp   # copied, not retrained
+    other = {**point, "reg_weight": 0.2}                                # no such grid run
+    assert train(processed_dir, tmp_path / "other", "--model", "bpr",
+                 "--hparams", json.dumps(other), "--reuse-from", str(grid)) == 0
+    assert files.read_json(tmp_path / "other" / "metrics.json")["hp_hash"] == hp_hash(other)
+
+
+def test_declared_trainer_settings_beat_the_training_config_and_reach_the_manifest(
+        tmp_path, processed_dir, capsys):
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "bpr.yaml").write_text("defaults: {embedding_size: 8, reg_weight: 1.0e-4}\n"
+                                     "training: {defaults: {learning_rate: 0.05}}\n")
+    config = ["--model", "bpr", "--model-config", str(models)]
+    assert train(processed_dir, tmp_path / "a", *config,
+                 "--set", "training.learning_rate=0.5", "--set", "training.batch_size=128"
+                 ) == 0
+    manifest = files.read_json(tmp_path / "a" / "manifest.json")["config"]
+    metrics = files.read_json(tmp_path / "a" / "metrics.json")
+    # a declared key set on the command line is part of the point; batch_size is not declared
+    assert metrics["hparams"] == {"embedding_size": 8, "reg_weight": 1e-4, "learning_rate": 0.5}
+    assert manifest["training"]["learning_rate"] == 0.5
+    assert manifest["training"]["batch_size"] == 128
+    assert manifest["training_from_model"] == ["learning_rate"]
+    history = pd.read_csv(tmp_path / "a" / "history.csv")
+    assert list(history["lr"]) == [0.5, 0.5]
+
+    assert train(processed_dir, tmp_path / "b", *config) == 0      # --training says 1e-3
+    manifest = files.read_json(tmp_path / "b" / "manifest.json")["config"]
+    assert manifest["training"]["learning_rate"] == 0.05
+    assert manifest["training"]["epochs"] == 2
+
+    capsys.readouterr()
+    assert train(processed_dir, tmp_path / "c", "--model", "bpr",
+                 "--set", "learning_rate=0.5") == 2                # the packaged bpr.yaml
+    assert "['learning_rate'] are trainer settings" in capsys.readouterr().err
+
+
+def test_feature_pairs_are_parsed_strictly(tmp_path, processed_dir, capsys):
+    assert parse_feature_dirs(["text=a", "image=b"]) == {"text": Path("a"), "image": Path("b")}
+    for pairs, named in ((["text"], "expected MODALITY=DIR"), (["=a"], "expected"),
+                         (["text="], "expected"), (["text=a", "text=b"], "given twice")):
+        with pytest.raises(ValueError, match=named):
+            parse_feature_dirs(pairs)
+    assert train(processed_dir, tmp_path / "run", "--model", "bpr", "--feature", "text") == 2
+    assert "--feature 'text': expected MODALITY=DIR" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_an_unavailable_device_is_an_error_for_training_and_features(tmp_path, processed_dir,
+                                                                     capsys):
+    assert train(processed_dir, tmp_path / "run", "--model", "mostpop", "--device", "cpu") == 0
+    code = main(["train", "--data", str(processed_dir), "--model", "mostpop", "--seed", "1",
+                 "--device", "cuda", "--out", str(tmp_path / "gpu")])
+    assert code == 2 and "CUDA is not available" in capsys.readouterr().err
+    from crane.features import extract
+
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        extract.extract_features(processed_dir, tmp_path, "text", "x",
+                                 {"type": "mmrec_npy"}, tmp_path / "out", device="cuda")

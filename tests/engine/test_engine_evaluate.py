@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from crane.data.processed import TEST, TRAIN, VALID, Interactions
-from crane.evaluate import FullRankingEvaluator
+from crane.engine.evaluate import FullRankingEvaluator
 from crane.models.base import Recommender, TrainData
 
 
@@ -37,7 +37,7 @@ def random_split(n_users=40, n_items=70, seed=0) -> Interactions:
 
 
 def reference_metrics(scores, inter: Interactions, which: int, mask_splits, k):
-    """A deliberately plain per-user loop, independent of crane.metrics."""
+    """A deliberately plain per-user loop, independent of crane.engine.metrics."""
     per_user = {"recall": [], "ndcg": [], "precision": [], "map": []}
     for u in range(inter.n_users):
         truth = set(inter.item[(inter.user == u) & (inter.split == which)].tolist())

@@ -1,11 +1,11 @@
-"""Metric formulas against hand-computed values (protocol.md definitions)."""
+"""Metric formulas against hand-computed values (docs/protocol.md definitions)."""
 
 import math
 
 import pytest
 import torch
 
-from crane.metrics import metric_columns, ranking_metrics
+from crane.engine.metrics import metric_columns, ranking_metrics
 
 
 def test_hand_computed_user_with_three_held_out_items():

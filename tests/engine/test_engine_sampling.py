@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from crane.sampling import NegativeSampler
+from crane.engine.sampling import NegativeSampler
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -66,7 +66,7 @@ def test_user_with_every_item_is_an_error():
 def test_bitmap_and_binary_search_checks_agree(monkeypatch):
     """The bitmap (small tables) and the sorted-key search (large ones) answer alike,
     including for users past the last one with training pairs."""
-    from crane import sampling
+    from crane.engine import sampling
 
     rng = np.random.default_rng(5)
     users = rng.integers(0, 40, 600)

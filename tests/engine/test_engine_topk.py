@@ -1,9 +1,9 @@
-"""crane.topk: the blocked top-k equals a full stable sort, ties to the lower column."""
+"""crane.engine.topk: the blocked top-k equals a full stable sort, ties to the lower column."""
 
 import numpy as np
 import pytest
 
-from crane.topk import reference_top_k, top_k_rows
+from crane.engine.topk import reference_top_k, top_k_rows
 
 
 def stable_order(scores, k):

@@ -1,6 +1,4 @@
-"""The trainer: early stopping, test-once on the best state, determinism, resume, learning."""
-
-import resource
+"""The engine: early stopping, test-once on the best state, determinism, resume, learning."""
 
 import numpy as np
 import pandas as pd
@@ -11,11 +9,24 @@ from torch import nn
 from crane.data.processed import TEST, VALID
 from crane.models import register
 from crane.models.base import Recommender
-from crane.train import (EarlyStopping, TrainingConfig, fit_and_evaluate,
-                         keep_freed_memory_for_reuse)
+from crane.engine.hooks import Hooks
+from crane.engine.runner import fit_and_evaluate
+from crane.engine.settings import TrainingConfig
+from crane.engine.stopping import EarlyStopping
 from crane.tuning import default_hparams as defaults
 
 QUIET = dict(log=lambda message: None)
+
+
+class StopAfter(Hooks):
+    """Raises `error` at the end of epoch `epoch` (a run killed after that epoch)."""
+
+    def __init__(self, epoch, error):
+        self.epoch, self.error = epoch, error
+
+    def on_epoch_end(self, epoch, row):
+        if epoch == self.epoch:
+            raise self.error
 
 
 @register("test_scripted")
@@ -102,10 +113,10 @@ def test_non_finite_loss_stops_and_keeps_the_best_state(clustered, train_data_of
 
 
 def test_eval_every_and_lr_schedule(clustered, train_data_of):
-    hparams = {"schedule": [1.0] * 6, "oracle": oracle_of(clustered),
-               "learning_rate": 0.1, "lr_scheduler": [0.5, 1]}
+    hparams = {"schedule": [1.0] * 6, "oracle": oracle_of(clustered)}
+    training = TrainingConfig(epochs=5, eval_every=2, learning_rate=0.1, lr_scheduler=(0.5, 1))
     result = fit_and_evaluate(train_data_of(clustered), clustered, "test_scripted", hparams,
-                              seed=0, training=TrainingConfig(epochs=5, eval_every=2), **QUIET)
+                              seed=0, training=training, **QUIET)
     evaluated = [row["epoch"] for row in result.history if "valid_recall@20" in row
                  and not pd.isna(row["valid_recall@20"])]
     assert evaluated == [2, 4, 5]                        # every 2nd epoch, and the last one
@@ -122,7 +133,9 @@ def test_training_config_rejects_unknown_keys_and_bad_values():
         TrainingConfig.from_dict({"valid_metric": "auc"})
     config = TrainingConfig.from_dict({"lr_scheduler": [0.96, 50]})
     assert config.lr_scheduler == (0.96, 50.0)
-    assert config.with_overrides({"learning_rate": 5e-4, "reg_weight": 1}).learning_rate == 5e-4
+    assert config.updated({"learning_rate": 5e-4}).learning_rate == 5e-4
+    with pytest.raises(ValueError, match="reg_weight"):
+        config.updated({"reg_weight": 1})
 
 
 def test_same_seed_same_metrics_other_seed_differs(clustered, train_data_of):
@@ -145,14 +158,10 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, clustered, train_data_o
     class Killed(RuntimeError):
         pass
 
-    def kill_after_epoch_4(epoch):
-        if epoch == 4:
-            raise Killed
-
     run_dir = tmp_path / "killed"
     with pytest.raises(Killed):
-        fit_and_evaluate(data, clustered, "bpr", defaults("bpr"), seed=5, training=config, run_dir=run_dir,
-                         on_epoch_end=kill_after_epoch_4, **QUIET)
+        fit_and_evaluate(data, clustered, "bpr", defaults("bpr"), seed=5, training=config,
+                         run_dir=run_dir, hooks=StopAfter(4, Killed()), **QUIET)
     assert (run_dir / "last.pt").exists() and not (run_dir / "metrics.json").exists()
     messages = []
     resumed = fit_and_evaluate(data, clustered, "bpr", defaults("bpr"), seed=5, training=config,
@@ -172,9 +181,9 @@ def test_resume_state_of_another_configuration_is_ignored(tmp_path, clustered, t
     data = train_data_of(clustered)
     config = TrainingConfig(epochs=3, batch_size=256, checkpoint_every_s=0)
     with pytest.raises(RuntimeError):
-        fit_and_evaluate(data, clustered, "bpr", defaults("bpr", reg_weight=0.1), seed=1, training=config,
-                         run_dir=tmp_path, on_epoch_end=lambda e: (_ for _ in ()).throw(
-                             RuntimeError("stop")), **QUIET)
+        fit_and_evaluate(data, clustered, "bpr", defaults("bpr", reg_weight=0.1), seed=1,
+                         training=config, run_dir=tmp_path,
+                         hooks=StopAfter(1, RuntimeError("stop")), **QUIET)
     messages = []
     result = fit_and_evaluate(data, clustered, "bpr", defaults("bpr", reg_weight=0.01), seed=1,
                               training=config, run_dir=tmp_path, log=messages.append)
@@ -200,18 +209,3 @@ def test_non_trainable_model_fits_once(clustered, train_data_of):
     assert result.best_epoch == 0 and result.epochs_run == 0 and len(result.history) == 1
     counts = np.bincount(clustered.part(0)[1], minlength=clustered.n_items)
     assert np.array_equal(result.model.popularity.numpy(), counts)
-
-
-def test_freed_batch_tables_are_reused_without_page_faults():
-    if not keep_freed_memory_for_reuse():
-        pytest.skip("the C library has no mallopt (not glibc)")
-
-    def batch():  # two gradient-sized tables, freed in the order glibc trims (~1,300 faults)
-        big, small = np.ones(2_000_000, np.float32), np.ones(1_000_000, np.float32)
-        del big, small
-
-    batch()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(10):
-        batch()
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before < 50

@@ -1,4 +1,4 @@
-"""Top-K ranking metrics per user, as protocol.md defines them (and MMRec computes them).
+"""Top-K ranking metrics per user, as docs/protocol.md defines them (and MMRec computes them).
 
 Input is a hit matrix: `hits[u, r]` is True when the item ranked r+1 for user u is one of the
 user's held-out items T_u, and `n_relevant[u] = |T_u|`. Everything is vectorised over users.
@@ -7,6 +7,8 @@ user's held-out items T_u, and `n_relevant[u] = |T_u|`. Everything is vectorised
 - Precision@K = h_K / K
 - NDCG@K      = DCG@K / IDCG@K, binary gains 1 / log2(rank + 1), IDCG over min(|T_u|, K) ranks
 - MAP@K       = (sum of Precision@r over hit ranks r <= K) / min(|T_u|, K)
+
+Checked against hand-computed values in tests/engine/test_engine_metrics.py.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def ranking_metrics(hits: torch.Tensor | np.ndarray, n_relevant: torch.Tensor | 
         raise ValueError(f"hits has {hits.shape[1]} ranks but metrics ask for K={max(ks)}")
     if bool((n_relevant < 1).any()):
         raise ValueError("every evaluated user needs at least one held-out item")
-    # numpy: torch's float64 cumsum along short rows is several times slower on CPU
+    # numpy: torch's float64 cumsum along short rows is slower on CPU
     hit = hits.astype(np.float64)
     n_rel = n_relevant.astype(np.float64)
     ranks = np.arange(1, hits.shape[1] + 1, dtype=np.float64)

@@ -3,11 +3,12 @@
 Users are scored in chunks (`model.score`; on CPU about 32 MiB of scores per chunk at most,
 see `chunk_users`), their training items (and, for the test pass on request, their
 validation items) are masked out, and the top max(K) items are taken: on CPU with
-`crane.topk.top_k_rows` (exact; ties go to the lower item id), chunks spread over
+`crane.engine.topk.top_k_rows` (exact; ties go to the lower item id), chunks spread over
 `torch.get_num_threads()` threads; on a GPU with `torch.topk`. Hits are then looked up, for
 the chunk's users at once, in the sorted keys `user * n_items + item` of the held-out pairs,
 and the chunk's metrics computed in one vectorised call (per user, so chunking changes no
-value). The only Python loop is over user chunks.
+value). The only Python loop is over user chunks. Tested against a plain per-user loop in
+tests/engine/test_engine_evaluate.py; chunk sizes in tests/benchmarks/test_eval_chunking.py.
 """
 
 from __future__ import annotations
@@ -24,15 +25,15 @@ import torch
 from threadpoolctl import ThreadpoolController
 
 from crane.data.processed import TEST, TRAIN, VALID, Interactions
-from crane.metrics import DEFAULT_KS, metric_columns, ranking_metrics
+from crane.engine.metrics import DEFAULT_KS, metric_columns, ranking_metrics
+from crane.engine.topk import top_k_rows
 from crane.models.base import Recommender
 from crane.ops.threads import torch_threads
-from crane.topk import top_k_rows
 
 # On CPU a chunk's (users x items) float32 scores are kept to about this many entries
 # (32 MiB): blocks this small are reused from the heap instead of being freshly mapped (and
-# page-faulted) for every chunk, which measured 10-12 % of a full pass at Baby scale on
-# 2 cores, and the pass stays within a few hundred MiB at 63k items (Electronics).
+# page-faulted) for every chunk, and a pass over tens of thousands of items stays within a
+# few hundred MiB.
 CPU_SCORE_ENTRIES = 1 << 23
 MIN_CHUNK_USERS = 256
 
@@ -188,5 +189,5 @@ def single_threaded_kernels():
 
 @functools.cache
 def _thread_pools() -> ThreadpoolController:
-    """The loaded BLAS / OpenMP libraries (found once: the scan takes milliseconds)."""
+    """The loaded BLAS / OpenMP libraries (found once: the scan is not free)."""
     return ThreadpoolController()

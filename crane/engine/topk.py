@@ -1,8 +1,8 @@
 """Exact top-k per row of a float32 score matrix on CPU, ties broken by the lower column.
 
 The order is (score descending, column ascending); NaN ranks above +inf, as in `torch.topk`.
-`torch.topk` costs about 4 ns per score on this machine's CPU, as much as the scoring GEMM;
-this finds the same items in a few vectorised numpy passes, none of them a sort of a row:
+On CPU `torch.topk` costs about as much as the scoring GEMM; this finds the same items in a
+few vectorised numpy passes, none of them a sort of a row:
 
 1. Split the columns into `n_blocks` strided blocks (block j holds columns j, j + n_blocks,
    ...) and take each block's maximum: one elementwise pass, no sort.
@@ -14,8 +14,8 @@ this finds the same items in a few vectorised numpy passes, none of them a sort 
    the candidates by (row, score descending, column). Rows holding NaN take the reference
    path.
 
-`reference_top_k` sorts every score of a row by the same key; the tests hold the fast path
-to it.
+`reference_top_k` sorts every score of a row by the same key;
+tests/engine/test_engine_topk.py holds the fast path to it.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def top_k_rows(scores: np.ndarray, k: int) -> np.ndarray:
 
 def _block_size(n_cols: int, k: int) -> int:
     """Columns per block: fewer, larger blocks make the partition of the maxima cheaper but
-    lower the cut (more candidates); twice sqrt(n_cols / k) measured best at 7,050 items.
+    lower the cut (more candidates); twice sqrt(n_cols / k) balances the two.
     At most n_cols // k, so there are always at least k blocks."""
     return max(1, min(round(2 * math.sqrt(n_cols / k)), n_cols // k))
 
