@@ -1,11 +1,10 @@
 """A fixed reference workload, timed beside every measurement: how fast the machine is now.
 
-On a shared VM the same code's epoch time moves by up to 1.5x within a day (benchmarks/
-README.md, "Run-to-run spread"), and the load average does not show it: the neighbours that
-slow us down are outside this VM. So each measurement process also times this probe, at its
-start and at its end, and the tables print it beside the model's times: a higher reading
-means a slower machine at the time. It is coarse: the machine's speed also moves within a
-run.
+On a shared virtual machine the same code's epoch time moves with the neighbours' load,
+and the load average does not show it: the neighbours are outside the machine. So each
+measurement process also times this probe, at its start and at its end, and the tables print
+it beside the model's times: a higher reading means a slower machine at the time. It is
+coarse: the machine's speed also moves within a run.
 
 The workload is torch's fused Adam kernel over two float32 tables of BPR-MF's Baby size
 (19,445 and 7,050 rows of 64) on one thread: about 48 MB of memory traffic a step, the kind
@@ -36,8 +35,8 @@ def reference_step_ms(steps_timed: int = 40) -> float:
         exp_avg_sqs = [torch.zeros_like(param) for param in params]
         steps = [torch.zeros(()) for _ in params]
         # the kernels of torch.optim.Adam(fused=True).step, called directly: building the
-        # optimiser imports torch._dynamo (180 MB of resident memory, which the peak-memory
-        # column would then count)
+        # optimiser imports torch._dynamo, whose resident memory the peak-memory column
+        # would then count
         times = []
         for _ in range(steps_timed + 1):  # the first one touches fresh memory: not timed
             start = time.perf_counter()

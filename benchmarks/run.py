@@ -68,7 +68,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="OMP_WAIT_POLICY of the runs ('' leaves the environment's): idle "
                              "OpenMP threads spinning (ACTIVE) make every parallel region "
                              "wait for a descheduled thread when other processes share the "
-                             "cores (5-10x slower epochs measured at load 6 on 2 cores)")
+                             "cores)")
     parser.add_argument("--batch-size", type=int, default=2048)
     parser.add_argument("--eval-batch-size", type=int, default=4096)
     parser.add_argument("--seed", type=int, default=7)
