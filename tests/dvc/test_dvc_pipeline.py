@@ -2,7 +2,8 @@
 
 A copy of the project with a tiny config: repro runs every stage; a second repro runs none;
 one changed parameter reruns exactly the stages that read it (and Snakemake redoes no job
-upstream of them); push to and pull from the default local remote restore the outputs.
+upstream of them); with each study's dvc.lock committed, `dvc metrics diff HEAD~1` compares
+the two; push to and pull from the default local remote restore the outputs.
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ def test_repro_then_nothing_then_exactly_the_dependent_stages(repo):
 
     second = run(["dvc", "repro"], repo)
     assert ran_stages(second.stdout) == set(), second.stdout
+    run(["git", "add", "dvc.lock"], repo)  # what the README asks: the lock with the study
+    run(["git", "commit", "-qm", "study with patience 2"], repo)
 
     features = repo / "results/demo/features/text-minilm/features.npy"
     stamp = features.stat().st_mtime_ns
@@ -87,6 +90,15 @@ def test_repro_then_nothing_then_exactly_the_dependent_stages(repo):
 
     status = run(["dvc", "status"], repo)
     assert "up to date" in status.stdout
+    run(["git", "add", "dvc.lock", "config/config.yaml"], repo)
+    run(["git", "commit", "-qm", "study with patience 1"], repo)
+
+
+def test_metrics_diff_compares_with_the_previous_commit(repo):
+    diff = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "--all", "--json"], repo).stdout)
+    recall = diff["diff"]["results/tables/metrics.json"]["demo.bpr.recall@20"]
+    # both sides are there: the previous commit's lock points at its metrics in the cache
+    assert isinstance(recall["old"], float) and isinstance(recall["new"], float), recall
 
 
 def test_metrics_are_declared(repo):
