@@ -1,0 +1,17 @@
+"""The kernel layer: the fast operations models are written in, each next to a plain-autograd
+reference (`reference_*`) that computes the same thing, and an equivalence test in tests/ops.
+
+- propagation: the user-item graph as two blocks (scipy on CPU, torch CSR elsewhere), square
+  graphs, LightGCN's layer mean and its row-restricted layer sum
+- sparse:      CSR x dense products (constant graphs, some rows, gradient-carrying values)
+- row_blocks:  some rows of a sparse graph, for propagating only what a batch reads
+- losses:      BPR (dot-product and log-sigmoid forms), EmbLoss, BPR-MF's one-node loss
+- contrastive: symmetric and one-way InfoNCE, a log-sum-exp of a product
+- gather:      embedding lookups with a cheaper backward; a reused buffer for frozen tables
+- dropout:     inverted dropout; degree-sensitive edge dropout of the user-item graph
+- scores:      users @ items.T for full ranking
+- adam:        Adam through torch's fused kernel
+- threads:     who uses the run's CPU threads (torch's, and hand-split sparse products)
+
+Nothing is imported here, so that a module's code inputs are exactly the kernels it uses.
+"""

@@ -1,11 +1,10 @@
-"""Adam for the trainer: torch's fused kernel, called without the per-step bookkeeping.
+"""Adam for the engine: torch's fused kernel, called without the per-step bookkeeping.
 
-torch's `Adam.step` spends 0.05-0.1 ms a call in Python (grouping tensors by device and
-dtype, capture checks) before its two kernels run; at BPR-MF's Baby scale those take about
-1 ms (1.03 -> 0.97 ms a step, 400 alternating steps). `FusedAdam.step` issues the same two kernels directly whenever the step is the plain
-case; anything else (a first step, a missing gradient, AMP scaling, options without the
-fused kernel) goes through torch's own `step`. The update is the same bit for bit
-(tests/engine/test_engine_optim.py), and the state dict is Adam's.
+torch's `Adam.step` spends time in Python on every call (grouping tensors by device and
+dtype, capture checks) before its two kernels run. `FusedAdam.step` issues the same two
+kernels directly whenever the step is the plain case; anything else (a first step, a missing
+gradient, AMP scaling, options without the fused kernel) goes through torch's own `step`.
+The update is the same bit for bit, and the state dict is Adam's (tests/ops/test_adam.py).
 """
 
 from __future__ import annotations

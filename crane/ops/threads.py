@@ -2,21 +2,15 @@
 
 Two kinds of work share a step. Large sparse products (graph propagation) are split by hand
 into pieces that run on a small thread pool (scipy releases the GIL). Everything else in an
-ID-only model's step is torch work on batch-sized tensors (2048 x 64): there torch's own
-intra-op threads cost more than they bring. Measured at Baby (2 cores, 2048 per batch),
-a BPR step takes 5.2 ms of forward + backward on two torch threads and 3.5 ms on one;
-LightGCN's epoch 1.9 s on two, 1.4 s on one thread with its products still on two.
+ID-only model's step is torch work on batch-sized tensors, where torch's own intra-op threads
+cost more than they bring.
 
 `batch_ops_on_one_thread()` runs a block with one torch thread while
 `sparse_product_threads()` keeps reporting the run's thread budget to the code that splits
-products. The optimizer step stays on one thread too: Adam alone over Baby's tables is
-faster on two (0.83 against 1.26 ms), but inside the epoch (OMP_WAIT_POLICY=PASSIVE, three
-A/B pairs of 7 epochs) two threads for the step moved neither BPR (0.19-0.21 against
-0.17-0.21 s) nor LightGCN (1.04-1.15 against 1.16-1.27 s) beyond the run-to-run spread.
-The policy lives here, not in the model files: `ONE_THREAD_STEP_MODELS` names the models
-whose steps run on one torch thread (BPR-MF and LightGCN), and `training_step_threads` gives
-the engine the context for a model's step. Models with feature projections are not listed:
-their dense products want both threads (VBPR, LATTICE and FREEDOM slow down when listed).
+products. The policy lives here, not in the model files: `ONE_THREAD_STEP_MODELS` names the
+models whose steps run on one torch thread (BPR-MF and LightGCN), and
+`training_step_threads` gives the engine the context for a model's step. Models with feature
+projections are not listed: their dense products want every thread. tests/ops/test_threads.py.
 """
 
 from __future__ import annotations
