@@ -10,7 +10,9 @@ from torch import nn
 from crane.models.base import Recommender, dot_bpr_loss, emb_loss
 from crane.models.layers import gather_rows
 from crane.ops.threads import batch_ops_on_one_thread, run_pair, sparse_product_threads
-from crane.train import TrainingConfig, deterministic_cpu_ops, fit_and_evaluate
+from crane.engine.runner import fit_and_evaluate
+from crane.engine.runtime import deterministic_cpu_ops
+from crane.engine.settings import TrainingConfig
 from tests.models._threads import one_torch_thread
 
 

@@ -5,10 +5,9 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from crane import files
 from crane.data.processed import TEST, TRAIN, VALID
 from crane.models import available
-from crane.train import build_model, load_train_data
+from crane.engine.inputs import build_model, load_train_data
 from crane.tuning import default_hparams as defaults
 
 
@@ -143,23 +142,6 @@ def test_scoring_all_users_at_once_equals_one_by_one(processed_dir, name):
         apart = torch.cat([model.score(users[u:u + 1]) for u in range(data.n_users)])
     assert together.shape == (data.n_users, data.n_items)
     assert torch.allclose(together, apart, atol=1e-6)
-
-
-def test_features_are_read_with_their_manifest_hash(tmp_path, processed_dir, clustered):
-    feature_dir = tmp_path / "features" / "text-test"
-    matrix = np.random.default_rng(0).random((clustered.n_items, 8)).astype(np.float32)
-    files.save_npy(feature_dir / "features.npy", matrix)
-    data, _ = load_train_data(processed_dir, {"text": feature_dir}, "cpu", tmp_path / "cache")
-    assert np.array_equal(data.features["text"], matrix)
-    assert data.feature_hashes["text"] == files.sha256_array(matrix)   # computed: no manifest
-    files.write_json(feature_dir / "manifest.json", {"content_hash": "abc123"})
-    data, _ = load_train_data(processed_dir, {"text": feature_dir}, "cpu", None)
-    assert data.feature_hashes["text"] == "abc123"
-    files.save_npy(feature_dir / "features.npy", matrix[:-1])
-    with pytest.raises(ValueError, match="features.npy: expected shape"):
-        load_train_data(processed_dir, {"text": feature_dir}, "cpu", None)
-    with pytest.raises(FileNotFoundError, match="features.npy"):
-        load_train_data(processed_dir, {"image": tmp_path / "nowhere"}, "cpu", None)
 
 
 def test_bpr_loss_terms_follow_mmrec(processed_dir):

@@ -17,8 +17,9 @@ import torch
 
 from crane.data.processed import TEST, TRAIN, VALID, Interactions
 from crane.models.base import Recommender, TrainData
-from crane.sampling import NegativeSampler
-from crane.train import RunResult, TrainingConfig, fit_and_evaluate
+from crane.engine.runner import RunResult, fit_and_evaluate
+from crane.engine.sampling import NegativeSampler
+from crane.engine.settings import TrainingConfig
 from tests.models._threads import one_torch_thread
 
 FEATURE_SIZES = {"image": 32, "text": 16}

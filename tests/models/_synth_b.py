@@ -15,7 +15,7 @@ import torch
 
 from crane.data.processed import TEST, TRAIN, VALID, Interactions
 from crane.models.base import Recommender, TrainData
-from crane.sampling import NegativeSampler
+from crane.engine.sampling import NegativeSampler
 from tests.models._threads import one_torch_thread  # noqa: F401 (re-exported)
 
 FEATURE_SIZES = {"image": 48, "text": 24}

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from crane.graphs.user_item import symmetric_bipartite_adjacency
 from crane.models import get
-from crane.train import TrainingConfig, fit_and_evaluate, split_hparams
+from crane.engine.runner import fit_and_evaluate
+from crane.engine.settings import TrainingConfig
 from crane.tuning import load_model_config
 from tests.models._synthetic import MODEL_CONFIG_DIR
 from tests.models._synth_b import (assert_same_loss_and_gradients, one_torch_thread,
@@ -19,7 +20,7 @@ from tests.models._synth_b import (assert_same_loss_and_gradients, one_torch_thr
                                    with_shuffled_features)
 
 CONFIG = load_model_config("bm3", MODEL_CONFIG_DIR)
-DEFAULTS, _ = split_hparams(CONFIG["defaults"])
+DEFAULTS = CONFIG["defaults"]
 
 
 @pytest.fixture(autouse=True, scope="module")

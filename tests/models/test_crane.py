@@ -14,7 +14,8 @@ from crane.models import get
 from crane.models.crane import Crane
 from crane.models.layers import (ConcatFusion, PrototypeAttentionFusion, RCAStep,
                                  RecursiveCrossModalAttention, info_nce)
-from crane.train import TrainingConfig, fit_and_evaluate
+from crane.engine.runner import fit_and_evaluate
+from crane.engine.settings import TrainingConfig
 from tests.models._synthetic import model_defaults, structured_dataset, with_shuffled_features
 from tests.models._threads import one_torch_thread
 

@@ -15,10 +15,12 @@ import pytest
 import torch
 
 from crane import models
-from crane.evaluate import FullRankingEvaluator
+from crane.engine.evaluate import FullRankingEvaluator
 from crane.data.processed import VALID
-from crane.sampling import NegativeSampler
-from crane.train import TrainingConfig, build_model, fit_and_evaluate
+from crane.engine.sampling import NegativeSampler
+from crane.engine.inputs import build_model
+from crane.engine.runner import fit_and_evaluate
+from crane.engine.settings import TrainingConfig
 from tests.models._synth_a import random_recall_at_20, styled
 from tests.models._synthetic import model_defaults
 
