@@ -67,6 +67,15 @@ def test_unknown_encoder_and_model_are_named(tmp_path):
         validate_config(minimal(), tmp_path / "empty")
 
 
+def test_optional_trainer_settings_have_no_default_and_are_checked(tmp_path):
+    config = validate_config(minimal(), models_dir(tmp_path, "bpr"))
+    assert "lr_scheduler" not in config["training"] and "weight_decay" not in config["training"]
+    set_both = minimal(training={"lr_scheduler": [0.96, 50], "weight_decay": 1e-6})
+    assert validate_config(set_both, tmp_path)["training"]["lr_scheduler"] == [0.96, 50]
+    with pytest.raises(ConfigError, match=r"training\.lr_scheduler"):
+        validate_config(minimal(training={"lr_scheduler": [0.96]}), tmp_path)
+
+
 def test_overrides_are_typed_and_nested():
     config = set_overrides({"training": {"epochs": 5}}, ["training.epochs=7", "seeds=[1, 2]",
                                                           "tuning=grid"])
