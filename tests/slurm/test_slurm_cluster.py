@@ -378,7 +378,7 @@ def test_each_final_run_was_trained_inside_a_slurm_job(scenario, model):
     assert f"wildcards: dataset={DATASET}, model={model}, seed={seed}" in text
     assert "1 of 1 steps (100%) done" in text
     manifest = json.loads((scenario.run_dir(model) / "manifest.json").read_text())
-    if "slurm_job_id" in manifest:  # recorded by the trainer itself once crane/train.py does
+    if "slurm_job_id" in manifest:  # the run records SLURM_JOB_ID (crane/engine/runner.py)
         assert str(manifest["slurm_job_id"]) == job_id
 
 
