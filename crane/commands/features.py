@@ -39,14 +39,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     features.set_defaults(func=run_features)
 
     graphs = subparsers.add_parser(
-        "graphs", help="precompute item kNN neighbour caches keyed by feature content hash")
-    graphs.add_argument("--feature", required=True, action="append", type=Path,
-                        dest="features", help="feature folder (repeatable)")
-    graphs.add_argument("--k", type=int, default=10, help="neighbours per item")
+        "graphs", help="build item kNN neighbour caches keyed by feature content hash")
+    graphs.add_argument("--feature", required=True, action="append", dest="features",
+                        metavar="MODALITY=DIR", help="a modality's feature folder (repeatable)")
+    graphs.add_argument("--k", type=int, required=True, help="neighbours per item")
+    graphs.add_argument("--mean-cosine", action="store_true",
+                        help="one graph of the mean per-modality cosine of all the features "
+                             "(ItemKNN-CBF's) instead of one graph per modality")
     graphs.add_argument("--out", required=True, type=Path, help="cache folder")
     graphs.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     graphs.add_argument("--index", type=Path,
-                        help="also write JSON: feature folder -> cache file, content hash")
+                        help="also write JSON: graph name -> cache file, k, content hash")
     graphs.set_defaults(func=run_graphs)
 
 
@@ -77,23 +80,26 @@ def run_features(args: argparse.Namespace) -> int:
 
 
 def run_graphs(args: argparse.Namespace) -> int:
+    from crane.commands._spec import parse_feature_dirs
+    from crane.device import resolve_device
     from crane.features import load_features
-    from crane.features.extract import resolve_device
-    from crane.graphs.item_knn import cached_neighbours, graph_cache_path
+    from crane.graphs.item_knn import build_graph
+    from crane.graphs.plan import MEAN_COSINE, KnnGraph
 
     device = resolve_device(args.device)
-    index = {}
-    for feature_dir in args.features:
+    features = {}
+    for modality, feature_dir in parse_feature_dirs(args.features).items():
         feature_set = load_features(feature_dir)  # verifies the content hash
+        features[modality] = (feature_set.features, feature_set.content_hash)
+    sources = [MEAN_COSINE] if args.mean_cosine else sorted(features)
+    index = {}
+    for source in sources:
         started = time.perf_counter()
-        cached_neighbours(feature_set.features, args.k, args.out, feature_set.content_hash,
-                          device=device)
-        path = graph_cache_path(args.out, feature_set.content_hash, args.k)
-        log.info("%s: k=%d neighbours in %s (%.1fs)", feature_dir, args.k, path,
+        record = build_graph(KnnGraph(source, args.k), features, args.out, device)
+        log.info("%s: k=%d neighbours in %s (%.1fs)", source, args.k, record["cache"],
                  time.perf_counter() - started)
-        print(path)
-        index[str(feature_dir)] = {"cache": str(path), "k": args.k,
-                                   "content_hash": feature_set.content_hash}
+        print(record["cache"])
+        index[record["graph"]] = record
     if args.index:
         files.write_json(args.index, index)
     return 0
