@@ -1,5 +1,7 @@
 # CRANE-repro workflow: raw Amazon data -> features -> graphs -> runs -> paper tables.
-# Thin rules over the `crane` library; the job grid comes from crane/study.py.
+# Thin rules over the `crane` library: the job grid comes from crane/study.py, every path from
+# crane/layout.py, and each job's code inputs from the imports of what it runs
+# (crane/code_inputs.py), so editing a module reruns exactly the jobs that run it.
 #   snakemake --cores all                                  # the embedded demo (config/config.yaml)
 #   snakemake --cores all --configfile config/paper.yaml   # the full study
 from snakemake.utils import min_version
