@@ -11,7 +11,7 @@ import pkgutil
 from crane.models.base import Recommender, TrainData
 
 _REGISTRY: dict[str, type[Recommender]] = {}
-_NOT_MODELS = {"base", "layers"}
+_NOT_MODELS = {"base", "hyperparameters", "layers"}
 
 
 def register(name: str):

@@ -22,6 +22,7 @@ Fidelity notes:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,32 +31,31 @@ from torch import nn
 
 from crane.graphs.user_item import symmetric_bipartite_adjacency, to_torch_sparse
 from crane.models import register
-from crane.models.base import Recommender, TrainData, emb_loss, content_modalities
-from crane.models.layers import lightgcn_propagate
+from crane.models.base import Recommender, TrainData
+from crane.models.hyperparameters import HyperParameters, hparam
+from crane.ops.losses import emb_loss
+from crane.ops.propagation import SquareGraph, lightgcn_layer_mean
 
-HPARAM_KEYS = ("embedding_size", "n_layers", "reg_weight", "cl_weight", "dropout")
 
-
-
+@dataclass(frozen=True)
+class BM3Config(HyperParameters):
+    embedding_size: int = hparam(at_least=1)
+    n_layers: int = hparam(at_least=0)
+    reg_weight: float = hparam(at_least=0)
+    cl_weight: float = hparam(at_least=0)
+    dropout: float = hparam(at_least=0, below=1)
 
 
 @register("bm3")
 class BM3(Recommender):
-    hparam_names = HPARAM_KEYS
+    config_class = BM3Config
     uses_negatives = False
     uses_content = True
 
     def __init__(self, data: TrainData, hparams: dict[str, Any]):
         super().__init__(data, hparams)
-        hp = hparams  # checked against hparam_names by Recommender.__init__
-        size = int(hp["embedding_size"])
-        self.n_layers = int(hp["n_layers"])
-        self.reg_weight = float(hp["reg_weight"])
-        self.cl_weight = float(hp["cl_weight"])
-        self.dropout = float(hp["dropout"])
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"bm3: dropout must be in [0, 1), got {self.dropout}")
-        self.modalities = content_modalities("bm3", data)
+        size = self.config.embedding_size
+        self.modalities = self.feature_modalities(data)
 
         self.register_buffer("adjacency", to_torch_sparse(
             symmetric_bipartite_adjacency(data.train_matrix()), data.device), persistent=False)
@@ -73,50 +73,47 @@ class BM3(Recommender):
             for m in self.modalities})
         for projection in self.projections.values():
             nn.init.xavier_normal_(projection.weight)
-        self._scoring: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def encode(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Online encoder outputs: LightGCN users, LightGCN items + item ID embedding."""
         ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
-        users, items = lightgcn_propagate(self.adjacency, ego, self.n_layers).split(
-            [self.n_users, self.n_items])
+        users, items = lightgcn_layer_mean(SquareGraph(self.adjacency), ego, self.config.n_layers,
+                                           stacked_mean=True).split([self.n_users, self.n_items])
         return users, items + self.item_embedding.weight
 
     def loss(self, users: torch.Tensor, pos_items: torch.Tensor,
              neg_items: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        self._scoring = None
+        cfg = self.config
         user_table, item_table = self.encode()
         unique_users, user_index = torch.unique(users, return_inverse=True)
         unique_items, item_index = torch.unique(pos_items, return_inverse=True)
         user_rows, item_rows = user_table[unique_users], item_table[unique_items]
         with torch.no_grad():
-            user_target = F.dropout(user_rows, self.dropout)[user_index]
-            item_target = F.dropout(item_rows, self.dropout)[item_index]
+            user_target = F.dropout(user_rows, cfg.dropout)[user_index]
+            item_target = F.dropout(item_rows, cfg.dropout)[item_index]
         user_online = self.predictor(user_rows)[user_index]
         item_online = self.predictor(item_rows)[item_index]
         terms = {"rec": (1 - F.cosine_similarity(user_online, item_target, dim=-1).mean())
                         + (1 - F.cosine_similarity(item_online, user_target, dim=-1).mean())}
-        if self.cl_weight != 0:
+        if cfg.cl_weight != 0:
             align = mask = 0.0
             for modality in self.modalities:
                 projected = self.projections[modality](self.features[modality][unique_items])
                 with torch.no_grad():
-                    feature_target = F.dropout(projected, self.dropout)[item_index]
+                    feature_target = F.dropout(projected, cfg.dropout)[item_index]
                 feature_online = self.predictor(projected)[item_index]
                 align = align + 1 - F.cosine_similarity(feature_online, item_target, dim=-1).mean()
                 mask = mask + 1 - F.cosine_similarity(feature_online, feature_target, dim=-1).mean()
-            terms["align"] = self.cl_weight * align
-            terms["mask"] = self.cl_weight * mask
-        if self.reg_weight != 0:
-            terms["reg"] = self.reg_weight * emb_loss(user_table, item_table)
+            terms["align"] = cfg.cl_weight * align
+            terms["mask"] = cfg.cl_weight * mask
+        if cfg.reg_weight != 0:
+            terms["reg"] = cfg.reg_weight * emb_loss(user_table, item_table)
         return terms
 
-    def prepare_scoring(self) -> None:
+    def scoring_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
         user_table, item_table = self.encode()
-        self._scoring = (self.predictor(user_table), self.predictor(item_table))
+        return self.predictor(user_table), self.predictor(item_table)
 
     def score(self, users: torch.Tensor) -> torch.Tensor:
-        if self._scoring is None:
-            self.prepare_scoring()
-        user_table, item_table = self._scoring
+        user_table, item_table = self.scoring_state()
         return user_table[users] @ item_table.T

@@ -2,8 +2,8 @@
 
 Dai et al., arXiv 2601.11151. Only the paper's abstract, introduction and architecture figure
 could be read, and the authors' public code is an early prototype; so this is the
-reconstruction specified in /work/shared/docs/crane-method.md, section by section (what comes
-from the paper, the prototype/MMRec and our own design is listed in docs/crane-model.md):
+reconstruction specified in docs/crane-method.md, section by section (what comes from the
+paper, the prototype/MMRec and our own design is listed in docs/crane-model.md):
 
 1. modality projection x_i^m = F_m[i] W_m + b_m (raw features frozen unless
    `trainable_features`);
@@ -25,9 +25,9 @@ Efficiency: a training step computes z only for the batch's distinct users and f
 the batch's positive/negative items reach in A_ii^L (row gathers of the CSR graph), projecting
 the union of those items and of the users' training items once and fusing items and users in
 one RCA pass; the behavioural view propagates the user-item graph as its two blocks R, R^T
-(scipy on CPU, several times faster than torch's CPU sparse kernels; torch CSR on GPU) and
-takes the layer mean on the batch's rows only. Loss and gradients equal those of computing
-everything (tests/models/test_crane.py checks it). Nothing N x N or U x U is ever dense.
+(crane.ops.propagation) and takes the layer mean on the batch's rows only. Loss and gradients
+equal those of computing everything (tests/models/test_crane.py checks it). Nothing N x N or
+U x U is ever dense.
 
 MMRec has no CRANE; the parts taken from its FREEDOM follow it (Xavier ID embeddings, 1/k
 kNN rows, edge dropout with its 1e-7 degree guard). The evaluation graph is the shared
@@ -37,7 +37,7 @@ resolution for any node with an edge.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,98 +45,56 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from crane.graphs.item_knn import (KnnNeighbours, cached_neighbours, knn_mean_graph,
-                                   top_k_cosine_neighbours)
+from crane.graphs.item_knn import KnnNeighbours, knn_mean_graph, top_k_cosine_neighbours
 from crane.graphs.user_item import symmetric_bipartite_adjacency
 from crane.models import register
-from crane.models.base import Recommender, TrainData, dot_bpr_loss, emb_loss
-from crane.models.layers import (BipartiteEdges, ConcatFusion, CsrGraph,
-                                 PrototypeAttentionFusion, RecursiveCrossModalAttention,
-                                 degree_sensitive_dropped_adjacency, dot_scores, info_nce,
-                                 multi_hop_blocks)
-from crane.models.lightgcn import BipartitePropagation
+from crane.models.base import Recommender, TrainData
+from crane.models.hyperparameters import HyperParameters, hparam
+from crane.models.layers import (ConcatFusion, PrototypeAttentionFusion,
+                                 RecursiveCrossModalAttention, multimodal_knn_graph)
+from crane.ops.contrastive import symmetric_info_nce
+from crane.ops.dropout import BipartiteEdges, degree_sensitive_edge_dropout
+from crane.ops.losses import dot_bpr_loss, emb_loss
+from crane.ops.propagation import (BipartitePropagation, lightgcn_layer_mean,
+                                   lightgcn_layer_sum_at)
+from crane.ops.row_blocks import CsrGraph, multi_hop_blocks
+from crane.ops.scores import dot_scores
 
-MODALITIES = ("image", "text")  # token order: v, t (image_weight refers to "image")
 PROTOTYPE_HEADS = 4  # the prototype's nn.MultiheadAttention(d, 4)
 
 
 @dataclass(frozen=True)
-class CraneConfig:
-    """Every hyper-parameter of CRANE (defaults live in config/models/crane.yaml)."""
+class CraneConfig(HyperParameters):
+    """Every hyper-parameter of CRANE (defaults in the model's YAML, crane.yaml)."""
 
-    embedding_size: int
-    variant: str  # crane | prototype
-    fusion: str  # rca | concat
-    rca_steps: int
-    rca_shared_weights: bool
-    rca_dropout: float
-    trainable_features: bool
-    user_profiles: bool
-    profile_norm: str  # mean | sym
-    item_graph: bool
-    knn_k: int
-    image_weight: float
-    item_graph_layers: int
-    item_graph_source: str  # raw | refined
-    refine_every: int
-    refine_lambda: float
-    n_ui_layers: int
-    edge_drop_rate: float
-    normalize_semantic: bool
-    learn_semantic_scale: bool
-    semantic_ui_propagation: bool
-    lambda_cl: float
-    tau: float
-    reg_weight: float
+    embedding_size: int = hparam(at_least=1)
+    variant: str = hparam(one_of=("crane", "prototype"))
+    fusion: str = hparam(one_of=("rca", "concat"))
+    rca_steps: int = hparam(at_least=1)
+    rca_shared_weights: bool = hparam()
+    rca_dropout: float = hparam(at_least=0, below=1)
+    trainable_features: bool = hparam()
+    user_profiles: bool = hparam()
+    profile_norm: str = hparam(one_of=("mean", "sym"))
+    item_graph: bool = hparam()
+    knn_k: int = hparam(at_least=1)
+    image_weight: float = hparam(at_least=0, at_most=1)
+    item_graph_layers: int = hparam(at_least=1)
+    item_graph_source: str = hparam(one_of=("raw", "refined"))
+    refine_every: int = hparam(at_least=1)
+    refine_lambda: float = hparam(at_least=0, at_most=1)
+    n_ui_layers: int = hparam(at_least=0)
+    edge_drop_rate: float = hparam(at_least=0, below=1)
+    normalize_semantic: bool = hparam()
+    learn_semantic_scale: bool = hparam()
+    semantic_ui_propagation: bool = hparam()
+    lambda_cl: float = hparam(at_least=0)
+    tau: float = hparam(above=0)
+    reg_weight: float = hparam(at_least=0)
 
-    @classmethod
-    def from_hparams(cls, hparams: dict[str, Any]) -> "CraneConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(hparams) - known)
-        if unknown:
-            raise ValueError(f"crane: unknown hyper-parameter(s) {unknown}; "
-                             f"known: {sorted(known)}")
-        missing = sorted(known - set(hparams))
-        if missing:
-            raise ValueError(f"crane: missing hyper-parameter(s) {missing} "
-                             "(defaults are in config/models/crane.yaml)")
-        config = cls(**{name: hparams[name] for name in known})
-        config._validate()
-        return config
-
-    def _validate(self) -> None:
-        choices = {"variant": ("crane", "prototype"), "fusion": ("rca", "concat"),
-                   "profile_norm": ("mean", "sym"), "item_graph_source": ("raw", "refined")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                _bad(name, getattr(self, name), f"one of {list(allowed)}")
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.type == "bool" and not isinstance(value, bool):
-                _bad(f.name, value, "true or false")
-            if f.type == "int" and (isinstance(value, bool) or not isinstance(value, int)):
-                _bad(f.name, value, "an integer")
-            if f.type == "float" and (isinstance(value, bool)
-                                      or not isinstance(value, (int, float))):
-                _bad(f.name, value, "a number")
-        minimum = {"embedding_size": 1, "rca_steps": 1, "knn_k": 1, "item_graph_layers": 1,
-                   "refine_every": 1, "n_ui_layers": 0}
-        for name, low in minimum.items():
-            if getattr(self, name) < low:
-                _bad(name, getattr(self, name), f">= {low}")
-        for name in ("image_weight", "refine_lambda"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                _bad(name, getattr(self, name), "in [0, 1]")
-        for name in ("rca_dropout", "edge_drop_rate"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                _bad(name, getattr(self, name), "in [0, 1)")
-        for name in ("lambda_cl", "reg_weight"):
-            if getattr(self, name) < 0:
-                _bad(name, getattr(self, name), ">= 0")
-        if self.tau <= 0:
-            _bad("tau", self.tau, "> 0")
+    def check(self, model: str) -> None:
         if self.variant == "crane" and self.semantic_ui_propagation and not self.user_profiles:
-            raise ValueError("crane: semantic_ui_propagation: true would give users content "
+            raise ValueError(f"{model}: semantic_ui_propagation: true would give users content "
                              "through the graph, contradicting user_profiles: false (ID-only "
                              "users); switch one of them")
 
@@ -153,10 +111,6 @@ class CraneConfig:
         return self.variant == "crane" and self.lambda_cl > 0
 
 
-def _bad(name: str, value: Any, expected: str) -> None:
-    raise ValueError(f"crane: hyper-parameter {name}={value!r} must be {expected}")
-
-
 @dataclass
 class _Views:
     """Behavioural (b) and semantic (s) representations of some users and items."""
@@ -169,13 +123,13 @@ class _Views:
 
 @register("crane")
 class Crane(Recommender):
+    config_class = CraneConfig
     uses_content = True
-    hparam_names = tuple(f.name for f in fields(CraneConfig))
 
     def __init__(self, data: TrainData, hparams: dict[str, Any]):
         super().__init__(data, hparams)
-        cfg = self.config = CraneConfig.from_hparams(hparams)
-        self.modalities = _modalities_of(data)
+        cfg = self.config
+        self.modalities = self.feature_modalities(data)  # token order: image, text
         dim, n_mod = cfg.embedding_size, len(self.modalities)
         train = data.train_matrix()
         device = data.device
@@ -219,7 +173,8 @@ class Crane(Recommender):
 
         # 4. Item-item semantic graph from the raw features.
         if cfg.item_graph:
-            self._raw_item_graph = self._build_raw_item_graph(data)
+            self._raw_item_graph = multimodal_knn_graph(data, self.modalities, cfg.knn_k,
+                                                        cfg.image_weight)
             if cfg.item_graph_source == "refined":
                 self.register_buffer("refined_neighbours", torch.zeros(
                     (data.n_items, cfg.knn_k), dtype=torch.int64, device=device))
@@ -228,27 +183,12 @@ class Crane(Recommender):
                 self._set_csr("item_graph", self._raw_item_graph)
 
         # 5. User-item graph: full for evaluation, edge-dropped per epoch for training.
-        # Kept as its two blocks R, R^T (scipy on CPU: several times faster than torch's CPU
-        # sparse kernels; torch CSR on GPU).
         self._edges = BipartiteEdges.from_matrix(train)
         self._full_graph = BipartitePropagation(symmetric_bipartite_adjacency(train),
                                                 self.n_users, device)
         self._train_graph: BipartitePropagation | None = None
-        self._scoring: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # ----------------------------------------------------------------- construction helpers
-
-    def _build_raw_item_graph(self, data: TrainData) -> sp.csr_matrix:
-        """A_ii = a A_image + (1 - a) A_text of per-modality kNN mean graphs (one: that one)."""
-        graphs = {}
-        for m in self.modalities:
-            neighbours = cached_neighbours(data.features[m], self.config.knn_k, data.cache_dir,
-                                           data.feature_hashes.get(m), device=data.device)
-            graphs[m] = knn_mean_graph(neighbours, data.n_items)
-        if len(graphs) == 1:
-            return next(iter(graphs.values())).tocsr()
-        a = self.config.image_weight
-        return (a * graphs["image"] + (1.0 - a) * graphs["text"]).tocsr()
 
     def _set_csr(self, prefix: str, matrix: sp.spmatrix) -> None:
         graph = CsrGraph.from_scipy(matrix, self.user_embedding.device)
@@ -261,9 +201,7 @@ class Crane(Recommender):
                         getattr(self, f"{prefix}_val"), getattr(self, f"_{prefix}_shape"))
 
     def _sparse(self, prefix: str) -> torch.Tensor:
-        graph = self._csr(prefix)
-        return torch.sparse_csr_tensor(graph.crow, graph.col, graph.val, size=graph.shape,
-                                       check_invariants=False)  # a CSR scipy already built
+        return self._csr(prefix).to_torch()
 
     # ----------------------------------------------------------------- refined item graph
 
@@ -312,38 +250,22 @@ class Crane(Recommender):
         return self.fusion(flat_tokens.view(n, len(self.modalities), -1).transpose(0, 1)
                            .contiguous())
 
-    def _layer_sums(self, graph: BipartitePropagation) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sum over LightGCN layers 0..L of the ID embeddings (users, items)."""
-        users, items = self.user_embedding, self.item_embedding
-        user_sum, item_sum = users, items
-        for _ in range(self.config.n_ui_layers):
-            users, items = graph.step(users, items)
-            user_sum, item_sum = user_sum + users, item_sum + items
-        return user_sum, item_sum
+    def _ego(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.user_embedding, self.item_embedding
 
     def _batch_behavioural(self, graph: BipartitePropagation, users: torch.Tensor,
                            items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """b of the distinct `users` and `items`: layers 0..L-1 over the whole graph, layer L
-        (which nothing else reads) at these rows only; the same values as `_layer_sums`."""
-        n_layers = self.config.n_ui_layers
-        user_emb, item_emb = self.user_embedding, self.item_embedding
-        if n_layers == 0:
-            return user_emb[users], item_emb[items]
-        layer_users, layer_items = user_emb, item_emb
-        user_sum, item_sum = user_emb, item_emb
-        for _ in range(n_layers - 1):
-            layer_users, layer_items = graph.step(layer_users, layer_items)
-            user_sum, item_sum = user_sum + layer_users, item_sum + layer_items
-        last_users, last_items = graph.rows_step(layer_users, layer_items, users, items)
-        return ((user_sum[users] + last_users) / (n_layers + 1),
-                (item_sum[items] + last_items) / (n_layers + 1))
+        (which nothing else reads) at these rows only; the same values as the full mean."""
+        layers = self.config.n_ui_layers + 1
+        user_sum, item_sum = lightgcn_layer_sum_at(graph, self._ego(), layers - 1,
+                                                   (users, items))
+        return user_sum / layers, item_sum / layers
 
     def _full_views(self, graph: BipartitePropagation) -> _Views:
         """Every user's and item's views (evaluation, and the reference for batch views)."""
         cfg = self.config
-        layers = cfg.n_ui_layers + 1
-        user_sum, item_sum = self._layer_sums(graph)
-        b_users, b_items = user_sum / layers, item_sum / layers
+        b_users, b_items = lightgcn_layer_mean(graph, self._ego(), cfg.n_ui_layers)
         tokens = self._item_tokens(None)
         z_items = s_items = self._fuse(tokens)
         if cfg.item_graph:
@@ -415,11 +337,10 @@ class Crane(Recommender):
     # ----------------------------------------------------------------- training
 
     def start_epoch(self, epoch: int, generator: torch.Generator) -> None:
-        self._scoring = None
         if self.config.edge_drop_rate > 0:
             self._train_graph = BipartitePropagation(
-                degree_sensitive_dropped_adjacency(self._edges, self.config.edge_drop_rate,
-                                                   generator),
+                degree_sensitive_edge_dropout(self._edges, self.config.edge_drop_rate,
+                                              generator),
                 self.n_users, self.user_embedding.device)
         else:
             self._train_graph = self._full_graph
@@ -438,7 +359,6 @@ class Crane(Recommender):
     def _loss_terms(self, users: torch.Tensor, pos_items: torch.Tensor,
                     neg_items: torch.Tensor, restrict: bool) -> dict[str, torch.Tensor]:
         """restrict=False computes every view in full first: the reference for tests."""
-        self._scoring = None
         cfg = self.config
         graph = self._train_graph if self._train_graph is not None else self._full_graph
         batch_users, user_pos = torch.unique(users, return_inverse=True)
@@ -466,28 +386,25 @@ class Crane(Recommender):
         if cfg.uses_contrastive:
             # distinct positive items: their rows among the sorted batch items
             positives = torch.searchsorted(batch_items, torch.unique(pos_items))
-            cl = info_nce(views.b_items[positives], views.s_items[positives], cfg.tau)
+            cl = symmetric_info_nce(views.b_items[positives], views.s_items[positives], cfg.tau)
             if views.s_users is not None:
-                cl = cl + info_nce(views.b_users, views.s_users, cfg.tau)
+                cl = cl + symmetric_info_nce(views.b_users, views.s_users, cfg.tau)
             terms["cl"] = cfg.lambda_cl * cl
         return terms
 
     # ----------------------------------------------------------------- scoring
 
-    def prepare_scoring(self) -> None:
+    def scoring_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.config.item_graph and self.config.item_graph_source == "refined":
             self._mix_refined_graph()  # a restored checkpoint brings its own A_z
         views = self._full_views(self._full_graph)
         s_users = self._semantic(views.s_users, "users")
         s_items = self._semantic(views.s_items, "items")
         users = views.b_users if s_users is None else views.b_users + s_users
-        self._scoring = (users, views.b_items + s_items)
+        return users, views.b_items + s_items
 
     def score(self, users: torch.Tensor) -> torch.Tensor:
-        if self._scoring is None:
-            with torch.no_grad():
-                self.prepare_scoring()
-        user_final, item_final = self._scoring
+        user_final, item_final = self.scoring_state()
         return dot_scores(user_final[users], item_final)
 
 
@@ -502,23 +419,6 @@ def _profile_matrix(train: sp.csr_matrix, norm: str) -> sp.csr_matrix:
         matrix = (sp.diags(_safe_power(user_deg, -0.5)) @ train
                   @ sp.diags(_safe_power(item_deg, -0.5)))
     return sp.csr_matrix(matrix, dtype=np.float32)
-
-
-def _modalities_of(data: TrainData) -> tuple[str, ...]:
-    unknown = sorted(set(data.features) - set(MODALITIES))
-    if unknown:
-        raise ValueError(f"crane: unknown feature modality {unknown}; expected "
-                         f"{list(MODALITIES)}")
-    present = tuple(m for m in MODALITIES if m in data.features)
-    if not present:
-        raise ValueError("crane needs item features ('image' and/or 'text'); "
-                         "the dataset provides none")
-    for m in present:
-        shape = np.shape(data.features[m])
-        if len(shape) != 2 or shape[0] != data.n_items:
-            raise ValueError(f"crane: {m} features have shape {shape}; expected "
-                             f"({data.n_items}, D)")
-    return present
 
 
 def _feature_name(modality: str) -> str:

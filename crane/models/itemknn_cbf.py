@@ -10,6 +10,7 @@ An item is not its own neighbour. Nothing is learned: `fit()` builds the neighbo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,9 +21,7 @@ from crane.graphs.item_knn import (cached_neighbours, mean_cosine_content_hash,
                                    mean_cosine_features)
 from crane.models import register
 from crane.models.base import Recommender, TrainData
-
-HPARAMS = ("knn_k",)
-MODALITIES = ("image", "text")
+from crane.models.hyperparameters import HyperParameters, hparam, reject
 
 
 def drop_self(indices: np.ndarray, similarities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -36,22 +35,23 @@ def drop_self(indices: np.ndarray, similarities: np.ndarray) -> tuple[np.ndarray
     return indices[keep].reshape(n, width - 1), similarities[keep].reshape(n, width - 1)
 
 
+@dataclass(frozen=True)
+class ItemKNNCBFConfig(HyperParameters):
+    knn_k: int = hparam(at_least=1)
+
+
 @register("itemknn_cbf")
 class ItemKNNCBF(Recommender):
+    config_class = ItemKNNCBFConfig
     trainable = False
     uses_content = True
-    hparam_names = HPARAMS
 
     def __init__(self, data: TrainData, hparams: dict[str, Any]):
         super().__init__(data, hparams)
-        self.knn_k = int(hparams["knn_k"])
-        if not 0 < self.knn_k < self.n_items:
-            raise ValueError(f"itemknn_cbf: knn_k={self.knn_k} must be in [1, n_items - 1 = "
-                             f"{self.n_items - 1}]")
-        self.modalities = tuple(m for m in MODALITIES if m in data.features)
-        if not self.modalities:
-            raise ValueError("itemknn_cbf needs item features (image and/or text); the dataset "
-                             f"provides {sorted(data.features) or 'none'}")
+        self.knn_k = self.config.knn_k
+        if self.knn_k >= self.n_items:
+            reject(self.name, "knn_k", self.knn_k, f"below n_items ({self.n_items})")
+        self.modalities = self.feature_modalities(data)
         self._data = data
         self._train = data.train_matrix()
         # Buffers, so that a fitted model travels in checkpoints.
@@ -59,7 +59,6 @@ class ItemKNNCBF(Recommender):
                              torch.zeros((self.n_items, self.knn_k), dtype=torch.int64))
         self.register_buffer("neighbour_similarity",
                              torch.zeros((self.n_items, self.knn_k), dtype=torch.float32))
-        self._similarity_t: sp.csr_matrix | None = None
 
     def _content_hash(self) -> str | None:
         # None when a hash is unknown: cached_neighbours then hashes the combined matrix
@@ -73,20 +72,17 @@ class ItemKNNCBF(Recommender):
         indices, similarities = drop_self(neighbours.indices, neighbours.similarities)
         self.neighbour_index.copy_(torch.from_numpy(indices))
         self.neighbour_similarity.copy_(torch.from_numpy(similarities))
-        self._similarity_t = None
 
-    def prepare_scoring(self) -> None:
+    def scoring_tables(self) -> sp.csr_matrix:
         indices = self.neighbour_index.cpu().numpy()
         rows = np.repeat(np.arange(self.n_items), self.knn_k)
         similarity = sp.csr_matrix(
             (self.neighbour_similarity.cpu().numpy().ravel(), (rows, indices.ravel())),
             shape=(self.n_items, self.n_items))
         # score = R S^T: column i of S^T holds i's neighbours.
-        self._similarity_t = similarity.T.tocsr()
+        return similarity.T.tocsr()
 
     def score(self, users: torch.Tensor) -> torch.Tensor:
-        if self._similarity_t is None:
-            self.prepare_scoring()
         rows = self._train[users.cpu().numpy()]
-        scores = (rows @ self._similarity_t).toarray()
+        scores = (rows @ self.scoring_state()).toarray()
         return torch.from_numpy(scores.astype(np.float32, copy=False)).to(self.device)

@@ -39,9 +39,9 @@ involve the kept entries, so the numbers equal the dense formulation's (up to fl
 rounding and exact ties in top-k); the tests compare both on small data. MMRec also
 projects all features at every batch although it only needs them when the graph is
 rebuilt: here they are projected at rebuilds only (same numbers). The product with the
-differentiable graph uses `crane.models.layers.csr_mm_with_value_grad`, whose backward is
+differentiable graph uses `crane.ops.sparse.csr_mm_with_value_grad`, whose backward is
 O(nnz x d) (torch's own backward of a CSR product with gradient-carrying values does dense
-N x N work: 4 GB per product at Electronics); the constant products go through scipy on CPU.
+N x N work); the constant products go through scipy on CPU.
 """
 
 from __future__ import annotations
@@ -58,13 +58,24 @@ from torch import nn
 from crane.graphs.item_knn import cached_neighbours, knn_weighted_graph, top_k_cosine_neighbours
 from crane.graphs.user_item import to_torch_sparse
 from crane.models import register
-from crane.models.base import Recommender, TrainData, content_modalities
-from crane.models.layers import constant_sparse_mm, csr_mm_with_value_grad, dot_scores
+from crane.models.base import Recommender, TrainData
+from crane.models.hyperparameters import HyperParameters, hparam, reject
+from crane.ops.losses import logsigmoid_bpr_loss
+from crane.ops.propagation import SquareGraph, lightgcn_layer_mean
+from crane.ops.scores import dot_scores
+from crane.ops.sparse import csr_mm_with_value_grad, sparse_transpose
 
-HPARAMS = ("embedding_size", "feat_embed_dim", "knn_k", "lambda_coeff", "n_layers",
-           "n_ui_layers", "reg_weight", "train_features")
-MODALITIES = ("image", "text")  # MMRec's modal_weight order
 
+@dataclass(frozen=True)
+class LATTICEConfig(HyperParameters):
+    embedding_size: int = hparam(at_least=1)
+    feat_embed_dim: int = hparam(at_least=1)
+    knn_k: int = hparam(at_least=1)
+    lambda_coeff: float = hparam(at_least=0, at_most=1)
+    n_layers: int = hparam(at_least=0)
+    n_ui_layers: int = hparam(at_least=0)
+    reg_weight: float = hparam(at_least=0)
+    train_features: bool = hparam()
 
 
 def row_normalised_adjacency_with_self_loops(train: sp.csr_matrix) -> sp.csr_matrix:
@@ -101,11 +112,6 @@ def symmetric_normalise(rows: torch.Tensor, cols: torch.Tensor, values: torch.Te
     return inv_sqrt[rows] * values * inv_sqrt[cols]
 
 
-def sparse_transpose(matrix: torch.Tensor) -> torch.Tensor:
-    """Transpose of a CSR matrix, as CSR."""
-    return matrix.to_sparse_coo().t().coalesce().to_sparse_csr()
-
-
 @dataclass
 class _OriginalGraph:
     rows: torch.Tensor
@@ -115,23 +121,16 @@ class _OriginalGraph:
 
 @register("lattice")
 class LATTICE(Recommender):
-    hparam_names = HPARAMS
+    config_class = LATTICEConfig
     uses_content = True
 
     def __init__(self, data: TrainData, hparams: dict[str, Any]):
         super().__init__(data, hparams)
-        hp = hparams  # checked against hparam_names by Recommender.__init__
-        size = int(hp["embedding_size"])
-        self.knn_k = int(hp["knn_k"])
-        self.lambda_coeff = float(hp["lambda_coeff"])
-        self.n_layers = int(hp["n_layers"])
-        self.n_ui_layers = int(hp["n_ui_layers"])
-        self.reg_weight = float(hp["reg_weight"])
-        if not 0 < self.knn_k <= self.n_items:
-            raise ValueError(f"lattice: knn_k={self.knn_k} must be in [1, n_items={self.n_items}]")
-        if not 0.0 <= self.lambda_coeff <= 1.0:
-            raise ValueError(f"lattice: lambda_coeff must be in [0, 1], got {self.lambda_coeff}")
-        self.modalities = content_modalities("lattice", data, MODALITIES)
+        cfg = self.config
+        size = cfg.embedding_size
+        if cfg.knn_k > self.n_items:
+            reject(self.name, "knn_k", cfg.knn_k, f"at most n_items ({self.n_items})")
+        self.modalities = self.feature_modalities(data)  # MMRec's modal_weight order
 
         self.user_embedding = nn.Embedding(self.n_users, size, device=self.device)
         self.item_id_embedding = nn.Embedding(self.n_items, size, device=self.device)
@@ -142,13 +141,13 @@ class LATTICE(Recommender):
         self._originals: dict[str, _OriginalGraph] = {}
         for modality in self.modalities:
             table = data.feature_tensor(modality)
-            if bool(hp["train_features"]):
+            if cfg.train_features:
                 self.trainable_features[modality] = nn.Parameter(table.clone())
             else:
                 self.register_buffer(f"frozen_{modality}", table, persistent=False)
-            self.projections[modality] = nn.Linear(table.shape[1], int(hp["feat_embed_dim"]),
+            self.projections[modality] = nn.Linear(table.shape[1], cfg.feat_embed_dim,
                                                    device=self.device)
-            neighbours = cached_neighbours(data.features[modality], self.knn_k, data.cache_dir,
+            neighbours = cached_neighbours(data.features[modality], cfg.knn_k, data.cache_dir,
                                            data.feature_hashes.get(modality), device=self.device)
             coo = knn_weighted_graph(neighbours, self.n_items).tocoo()
             self._originals[modality] = _OriginalGraph(
@@ -160,14 +159,13 @@ class LATTICE(Recommender):
                              if len(self.modalities) == 2 else None)
 
         ui_adjacency = row_normalised_adjacency_with_self_loops(data.train_matrix())
-        self.ui_adjacency = to_torch_sparse(ui_adjacency, self.device)
-        self.ui_adjacency_t = to_torch_sparse(ui_adjacency.T, self.device)
+        self.ui_graph = SquareGraph(to_torch_sparse(ui_adjacency, self.device),
+                                    to_torch_sparse(ui_adjacency.T, self.device))
         # The graph built at the epoch's first batch, detached (and its transpose), reused
         # by the epoch's other batches.
         self._epoch_item_graph: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._scoring: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def _features(self, modality: str) -> torch.Tensor:
+    def features(self, modality: str) -> torch.Tensor:
         if modality in self.trainable_features:
             return self.trainable_features[modality]
         return getattr(self, f"frozen_{modality}")
@@ -183,8 +181,8 @@ class LATTICE(Recommender):
         weights = self.modal_weights()
         learned, original = [], []
         for weight, modality in zip(weights, self.modalities):
-            projected = self.projections[modality](self._features(modality))
-            rows, cols, values = learned_knn_entries(projected, self.knn_k)
+            projected = self.projections[modality](self.features(modality))
+            rows, cols, values = learned_knn_entries(projected, self.config.knn_k)
             learned.append((rows, cols, weight * values))
             graph = self._originals[modality]
             original.append((graph.rows, graph.cols, weight * graph.values))
@@ -194,8 +192,9 @@ class LATTICE(Recommender):
                                      self.n_items)
         all_rows = torch.cat([rows] + [r for r, _, _ in original])
         all_cols = torch.cat([cols] + [c for _, c, _ in original])
-        all_values = torch.cat([(1.0 - self.lambda_coeff) * values]
-                               + [self.lambda_coeff * v for _, _, v in original])
+        lambda_coeff = self.config.lambda_coeff
+        all_values = torch.cat([(1.0 - lambda_coeff) * values]
+                               + [lambda_coeff * v for _, _, v in original])
         # Duplicate (row, col) pairs are summed by coalesce, as the dense sums do.
         # indices come from valid kNN rows and columns: torch's checks would only cost time
         return torch.sparse_coo_tensor(torch.stack([all_rows, all_cols]), all_values,
@@ -207,15 +206,12 @@ class LATTICE(Recommender):
         """(user, item) embeddings for an item graph: differentiable, or constant when its
         transpose is given."""
         h = self.item_id_embedding.weight
-        for _ in range(self.n_layers):
-            h = (csr_mm_with_value_grad(item_graph, h) if item_graph_t is None
-                 else constant_sparse_mm(item_graph, item_graph_t, h))
-        layer = torch.cat([self.user_embedding.weight, self.item_id_embedding.weight])
-        total = layer
-        for _ in range(self.n_ui_layers):
-            layer = constant_sparse_mm(self.ui_adjacency, self.ui_adjacency_t, layer)
-            total = total + layer
-        mean = total / (self.n_ui_layers + 1)
+        step = (SquareGraph(item_graph, item_graph_t) if item_graph_t is not None
+                else lambda layer: csr_mm_with_value_grad(item_graph, layer))
+        for _ in range(self.config.n_layers):
+            h = step(h)
+        ego = torch.cat([self.user_embedding.weight, self.item_id_embedding.weight])
+        mean = lightgcn_layer_mean(self.ui_graph, ego, self.config.n_ui_layers)
         users, items = torch.split(mean, [self.n_users, self.n_items])
         return users, items + F.normalize(h, p=2, dim=1)
 
@@ -224,7 +220,6 @@ class LATTICE(Recommender):
 
     def loss(self, users: torch.Tensor, pos_items: torch.Tensor,
              neg_items: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        self._scoring = None
         if self._epoch_item_graph is None:
             item_graph = self.build_item_graph()
             constant = item_graph.detach()
@@ -233,20 +228,16 @@ class LATTICE(Recommender):
         else:
             all_users, all_items = self.propagate(*self._epoch_item_graph)
         user_e, pos_e, neg_e = all_users[users], all_items[pos_items], all_items[neg_items]
-        pos_scores = (user_e * pos_e).sum(1)
-        neg_scores = (user_e * neg_e).sum(1)
-        terms = {"bpr": -F.logsigmoid(pos_scores - neg_scores).mean()}
-        if self.reg_weight != 0:
+        terms = {"bpr": logsigmoid_bpr_loss(user_e, pos_e, neg_e)}
+        if self.config.reg_weight != 0:
             squares = user_e.pow(2).sum() + pos_e.pow(2).sum() + neg_e.pow(2).sum()
-            terms["reg"] = self.reg_weight * squares / (2 * len(users))
+            terms["reg"] = self.config.reg_weight * squares / (2 * len(users))
         return terms
 
-    def prepare_scoring(self) -> None:
+    def scoring_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
         graph = self.build_item_graph().detach()
-        self._scoring = self.propagate(graph, graph)  # no gradient: the transpose is unused
+        return self.propagate(graph, graph)  # no gradient: the transpose is unused
 
     def score(self, users: torch.Tensor) -> torch.Tensor:
-        if self._scoring is None:
-            self.prepare_scoring()
-        all_users, all_items = self._scoring
+        all_users, all_items = self.scoring_state()
         return dot_scores(all_users[users], all_items)

@@ -10,8 +10,8 @@ Three views of each node, from the training graph and the item features:
   user/item-preference gates of the `content` embedding weigh each modality's specific part;
   side = (sum_m specific_m + common) / (n_modalities + 1). Final = content + side.
 Loss: BPR (MMRec's log-sigmoid form) + reg_weight * 0.5 * squared L2 of the batch's final
-embeddings / batch size + cl_loss * InfoNCE(side, content; tau 0.2) over the batch's users and
-positive items. Scores: final user . final item.
+embeddings / batch size + cl_loss * one-way InfoNCE (side -> content, tau 0.2) over the
+batch's users and positive items. Scores: final user . final item.
 
 Fidelity notes:
 - Item feature tables are trainable, as in MMRec (`from_pretrained(..., freeze=False)`); the
@@ -30,27 +30,32 @@ Fidelity notes:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from crane.graphs.item_knn import cached_neighbours, knn_weighted_graph
 from crane.graphs.user_item import symmetric_bipartite_adjacency, to_torch_sparse
 from crane.models import register
-from crane.models.base import Recommender, TrainData, content_modalities
-from crane.models.layers import lightgcn_propagate
+from crane.models.base import Recommender, TrainData
+from crane.models.hyperparameters import HyperParameters, hparam
+from crane.ops.contrastive import one_way_info_nce
+from crane.ops.losses import logsigmoid_bpr_loss
+from crane.ops.propagation import SquareGraph, lightgcn_layer_mean
 
-HPARAM_KEYS = ("embedding_size", "n_ui_layers", "n_layers", "knn_k", "reg_weight", "cl_loss")
 INFONCE_TEMPERATURE = 0.2  # fixed in MMRec
 
 
-def info_nce(view1: torch.Tensor, view2: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Mean InfoNCE of row i of view1 against row i of view2, the other rows as negatives."""
-    view1, view2 = F.normalize(view1, dim=1) / temperature, F.normalize(view2, dim=1)
-    logits = view1 @ view2.T  # temperature folded into one side: one (B x B) pass less
-    return (torch.logsumexp(logits, dim=1) - (view1 * view2).sum(dim=1)).mean()
+@dataclass(frozen=True)
+class MGCNConfig(HyperParameters):
+    embedding_size: int = hparam(at_least=1)
+    n_ui_layers: int = hparam(at_least=0)
+    n_layers: int = hparam(at_least=0)
+    knn_k: int = hparam(at_least=1)
+    reg_weight: float = hparam(at_least=0)
+    cl_loss: float = hparam(at_least=0)
 
 
 def gate(size: int, device: torch.device) -> nn.Sequential:
@@ -59,19 +64,13 @@ def gate(size: int, device: torch.device) -> nn.Sequential:
 
 @register("mgcn")
 class MGCN(Recommender):
-    hparam_names = HPARAM_KEYS
+    config_class = MGCNConfig
     uses_content = True
 
     def __init__(self, data: TrainData, hparams: dict[str, Any]):
         super().__init__(data, hparams)
-        hp = hparams  # checked against hparam_names by Recommender.__init__
-        size = int(hp["embedding_size"])
-        self.n_ui_layers = int(hp["n_ui_layers"])
-        self.n_item_layers = int(hp["n_layers"])
-        self.reg_weight = float(hp["reg_weight"])
-        self.cl_weight = float(hp["cl_loss"])
-        knn_k = int(hp["knn_k"])
-        self.modalities = content_modalities("mgcn", data)
+        size = self.config.embedding_size
+        self.modalities = self.feature_modalities(data)
         device = data.device
 
         adjacency = symmetric_bipartite_adjacency(data.train_matrix())
@@ -80,8 +79,9 @@ class MGCN(Recommender):
         self.register_buffer("user_item", to_torch_sparse(
             adjacency[:self.n_users, self.n_users:], device), persistent=False)
         for modality in self.modalities:
-            neighbours = cached_neighbours(data.features[modality], knn_k, data.cache_dir,
-                                           data.feature_hashes.get(modality), device=device)
+            neighbours = cached_neighbours(data.features[modality], self.config.knn_k,
+                                           data.cache_dir, data.feature_hashes.get(modality),
+                                           device=device)
             self.register_buffer(f"item_graph_{modality}", to_torch_sparse(
                 knn_weighted_graph(neighbours, self.n_items), device), persistent=False)
 
@@ -99,18 +99,18 @@ class MGCN(Recommender):
                 nn.Linear(size, size, device=device), nn.Tanh(),
                 nn.Linear(size, 1, bias=False, device=device))
             self.preference_gates = nn.ModuleDict({m: gate(size, device) for m in self.modalities})
-        self._scoring: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def views(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """User-item view (U+N, d) and each modality's item-item view (U+N, d), all nodes."""
         ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
-        content = lightgcn_propagate(self.adjacency, ego, self.n_ui_layers)
+        content = lightgcn_layer_mean(SquareGraph(self.adjacency), ego, self.config.n_ui_layers,
+                                      stacked_mean=True)
         modal = {}
         for modality in self.modalities:
             projected = self.projections[modality](self.features[modality])
             items = self.item_embedding.weight * self.feature_gates[modality](projected)
             graph = getattr(self, f"item_graph_{modality}")
-            for _ in range(self.n_item_layers):
+            for _ in range(self.config.n_layers):
                 items = torch.sparse.mm(graph, items)
             modal[modality] = torch.cat([torch.sparse.mm(self.user_item, items), items])
         return content, modal
@@ -130,7 +130,6 @@ class MGCN(Recommender):
              neg_items: torch.Tensor | None) -> dict[str, torch.Tensor]:
         if neg_items is None:
             raise ValueError("mgcn trains on (user, positive, negative) triples; got no negatives")
-        self._scoring = None
         content, modal = self.views()
         # Fuse only the batch's distinct nodes (row-wise, so the numbers are MMRec's).
         nodes = torch.cat([users, self.n_users + pos_items, self.n_users + neg_items])
@@ -139,26 +138,24 @@ class MGCN(Recommender):
         side_rows = self.fuse(content_rows, {m: v[unique_nodes] for m, v in modal.items()})
         final = (content_rows + side_rows)[index]
         user_e, pos_e, neg_e = final.split(len(users))
-        pos_scores, neg_scores = (user_e * pos_e).sum(1), (user_e * neg_e).sum(1)
-        terms = {"bpr": -F.logsigmoid(pos_scores - neg_scores).mean()}
-        if self.reg_weight != 0:
+        cfg = self.config
+        terms = {"bpr": logsigmoid_bpr_loss(user_e, pos_e, neg_e)}
+        if cfg.reg_weight != 0:
             squared = user_e.square().sum() + pos_e.square().sum() + neg_e.square().sum()
-            terms["reg"] = self.reg_weight * 0.5 * squared / len(users)
-        if self.cl_weight != 0:
+            terms["reg"] = cfg.reg_weight * 0.5 * squared / len(users)
+        if cfg.cl_loss != 0:
             side, content_b = side_rows[index], content_rows[index]
             n = len(users)
-            terms["cl"] = self.cl_weight * (
-                info_nce(side[n:2 * n], content_b[n:2 * n], INFONCE_TEMPERATURE)
-                + info_nce(side[:n], content_b[:n], INFONCE_TEMPERATURE))
+            terms["cl"] = cfg.cl_loss * (
+                one_way_info_nce(side[n:2 * n], content_b[n:2 * n], INFONCE_TEMPERATURE)
+                + one_way_info_nce(side[:n], content_b[:n], INFONCE_TEMPERATURE))
         return terms
 
-    def prepare_scoring(self) -> None:
+    def scoring_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
         content, modal = self.views()
         final = content + self.fuse(content, modal)
-        self._scoring = tuple(final.split([self.n_users, self.n_items]))
+        return tuple(final.split([self.n_users, self.n_items]))
 
     def score(self, users: torch.Tensor) -> torch.Tensor:
-        if self._scoring is None:
-            self.prepare_scoring()
-        user_table, item_table = self._scoring
+        user_table, item_table = self.scoring_state()
         return user_table[users] @ item_table.T

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -9,11 +10,17 @@ import torch
 
 from crane.models import register
 from crane.models.base import Recommender, TrainData
+from crane.models.hyperparameters import HyperParameters
+
+
+@dataclass(frozen=True)
+class MostPopConfig(HyperParameters):
+    """Nothing to tune: any key is a mistake."""
 
 
 @register("mostpop")
 class MostPop(Recommender):
-    hparam_names = ()  # nothing to tune: any key is a mistake
+    config_class = MostPopConfig
     trainable = False
 
     def __init__(self, data: TrainData, hparams: dict[str, Any]):

@@ -12,10 +12,11 @@ import torch.nn.functional as F
 
 from crane.models import get
 from crane.models.crane import Crane
-from crane.models.layers import (ConcatFusion, PrototypeAttentionFusion, RCAStep,
-                                 RecursiveCrossModalAttention, info_nce)
 from crane.engine.runner import fit_and_evaluate
 from crane.engine.settings import TrainingConfig
+from crane.models.layers import (ConcatFusion, PrototypeAttentionFusion, RCAStep,
+                                 RecursiveCrossModalAttention)
+from crane.ops.contrastive import symmetric_info_nce
 from tests.models._synthetic import model_defaults, structured_dataset, with_shuffled_features
 from tests.models._threads import one_torch_thread
 
@@ -57,7 +58,7 @@ def final_embeddings(model: Crane) -> tuple[torch.Tensor, torch.Tensor]:
     model.eval()
     with torch.no_grad():
         model.prepare_scoring()
-    return model._scoring
+    return model.scoring_state()
 
 
 def zero_grad_parameters(model: Crane, terms: dict[str, torch.Tensor]) -> list[str]:
@@ -215,8 +216,8 @@ def test_contrastive_term_is_infonce_of_distinct_users_and_positive_items(small)
         items = torch.unique(torch.cat([pos, neg]))
         views = model._batch_views(model._full_graph, torch.unique(users), items)
         rows = torch.searchsorted(items, torch.unique(pos))
-        expected = 0.5 * (info_nce(views.b_users, views.s_users, 0.2)
-                          + info_nce(views.b_items[rows], views.s_items[rows], 0.2))
+        expected = 0.5 * (symmetric_info_nce(views.b_users, views.s_users, 0.2)
+                          + symmetric_info_nce(views.b_items[rows], views.s_items[rows], 0.2))
     assert torch.allclose(terms["cl"], expected)
 
 
@@ -252,8 +253,8 @@ def test_user_profiles_false_makes_users_id_only(small):
         items = torch.unique(torch.cat([pos, neg]))
         views = model._batch_views(model._full_graph, torch.unique(users), items)
         rows = torch.searchsorted(items, torch.unique(pos))
-        expected = model.config.lambda_cl * info_nce(views.b_items[rows], views.s_items[rows],
-                                                     0.2)
+        expected = model.config.lambda_cl * symmetric_info_nce(views.b_items[rows],
+                                                               views.s_items[rows], 0.2)
     assert views.s_users is None
     assert torch.allclose(terms["cl"], expected)
 

@@ -60,10 +60,10 @@ def dense_bipartite(users, items, n_users, n_items):
 
 def dense_propagate(model, adjacency, item_graph):
     h = model.item_id_embedding.weight
-    for _ in range(model.n_mm_layers):
+    for _ in range(model.config.n_mm_layers):
         h = item_graph @ h
     layers = [torch.cat([model.user_embedding.weight, model.item_id_embedding.weight])]
-    for _ in range(model.n_ui_layers):
+    for _ in range(model.config.n_ui_layers):
         layers.append(adjacency @ layers[-1])
     users, items = torch.split(torch.stack(layers, 1).mean(1), [model.n_users, model.n_items])
     return users, items + h
@@ -73,14 +73,14 @@ def mmrec_loss(model, users, pos, neg):
     """MMRec's calculate_loss: every item's features projected, then indexed."""
     def bpr(u, p, n):
         return -F.logsigmoid((u * p).sum(1) - (u * n).sum(1)).mean()
-    all_users, all_items = model.propagate(model.train_adjacency)
+    all_users, all_items = model.propagate(model.train_graph)
     u = all_users[users]
     loss = bpr(u, all_items[pos], all_items[neg])
     feature_terms = 0.0
     for modality in model.modalities:
-        projected = model.projections[modality](model._features(modality))
+        projected = model.projections[modality](model.features(modality))
         feature_terms = feature_terms + bpr(u, projected[pos], projected[neg])
-    return loss + model.reg_weight * feature_terms
+    return loss + model.config.reg_weight * feature_terms
 
 
 # -- tests ------------------------------------------------------------------------------
@@ -90,37 +90,37 @@ def test_item_graph_is_mmrecs_frozen_multimodal_knn(synthetic):
     features = synthetic.data.features
     expected = (0.1 * mmrec_knn_graph(features["image"], 5)
                 + 0.9 * mmrec_knn_graph(features["text"], 5))
-    torch.testing.assert_close(model.item_graph.to_dense(), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model.item_graph.matrix.to_dense(), expected, rtol=1e-5, atol=1e-6)
     text_only = make(only(synthetic.data, "text"))
-    torch.testing.assert_close(text_only.item_graph.to_dense(),
+    torch.testing.assert_close(text_only.item_graph.matrix.to_dense(),
                                mmrec_knn_graph(features["text"], 5), rtol=1e-5, atol=1e-6)
 
 
 def test_edge_pruning_keeps_the_share_and_renormalises(synthetic):
     model = get("freedom")(synthetic.data, HP)
-    n_edges = len(model.edge_weight)
+    n_edges = len(model.edges.weight)
     model.start_epoch(3, torch.Generator().manual_seed(11))
     n_keep = int(n_edges * (1.0 - 0.8))  # MMRec's rounding (0.19999..., not 0.2)
-    kept = torch.multinomial(model.edge_weight, n_keep, replacement=False,
+    kept = torch.multinomial(model.edges.weight, n_keep, replacement=False,
                              generator=torch.Generator().manual_seed(11))
-    expected = dense_bipartite(model.edge_user[kept], model.edge_item[kept], model.n_users,
+    expected = dense_bipartite(model.edges.user[kept], model.edges.item[kept], model.n_users,
                                model.n_items)
-    assert model.train_adjacency._nnz() == 2 * n_keep
-    torch.testing.assert_close(model.train_adjacency.to_dense(), expected, rtol=1e-5, atol=1e-7)
+    assert model.train_graph.matrix._nnz() == 2 * n_keep
+    torch.testing.assert_close(model.train_graph.matrix.to_dense(), expected, rtol=1e-5, atol=1e-7)
 
 
 def test_edge_pruning_prefers_low_degree_edges(synthetic):
     model = get("freedom")(synthetic.data, HP)
-    weight = model.edge_weight
-    expected = dense_bipartite(model.edge_user, model.edge_item, model.n_users, model.n_items)
+    weight = model.edges.weight
+    expected = dense_bipartite(model.edges.user, model.edges.item, model.n_users, model.n_items)
     torch.testing.assert_close(
-        weight, expected[model.edge_user, model.n_users + model.edge_item], rtol=1e-5, atol=0)
+        weight, expected[model.edges.user, model.n_users + model.edges.item], rtol=1e-5, atol=0)
     generator = torch.Generator().manual_seed(0)
     counts = torch.zeros(model.n_users + model.n_items, model.n_users + model.n_items)
     for epoch in range(60):
         model.start_epoch(epoch, generator)
-        counts += (model.train_adjacency.to_dense() != 0).float()
-    kept_share = counts[model.edge_user, model.n_users + model.edge_item] / 60
+        counts += (model.train_graph.matrix.to_dense() != 0).float()
+    kept_share = counts[model.edges.user, model.n_users + model.edges.item] / 60
     light = kept_share[weight > weight.median()].mean()
     heavy = kept_share[weight < weight.median()].mean()
     assert light > 1.2 * heavy
@@ -155,7 +155,7 @@ def test_evaluation_uses_the_full_graph(synthetic):
     model = make(synthetic.data)
     reference_graph = (0.1 * mmrec_knn_graph(synthetic.data.features["image"], 5)
                        + 0.9 * mmrec_knn_graph(synthetic.data.features["text"], 5))
-    full = dense_bipartite(model.edge_user, model.edge_item, model.n_users, model.n_items)
+    full = dense_bipartite(model.edges.user, model.edges.item, model.n_users, model.n_items)
     scores = []
     for seed in (1, 2):
         model.train()
@@ -219,7 +219,8 @@ def test_bad_input_is_named(synthetic):
         get("freedom")(synthetic.data, {k: v for k, v in HP.items() if k != "train_features"})
     with pytest.raises(ValueError, match=r"unknown hyper-parameter\(s\) \['lambda_coeff'\]"):
         get("freedom")(synthetic.data, {**HP, "lambda_coeff": 0.9})
-    with pytest.raises(ValueError, match="dropout must be in"):
+    with pytest.raises(ValueError,
+                       match=r"freedom: hyper-parameter dropout=1.0 must be in \[0, 1\)"):
         get("freedom")(synthetic.data, {**HP, "dropout": 1.0})
     with pytest.raises(ValueError, match="freedom needs item features"):
         get("freedom")(only(synthetic.data), HP)
@@ -231,11 +232,11 @@ def test_batch_rows_equal_the_full_propagation(synthetic, n_ui_layers):
     model = make(synthetic.data, n_ui_layers=n_ui_layers)
     users, pos, neg = a_batch(synthetic.data)
     items = torch.cat([pos, neg])
-    user_e, item_e = model.batch_embeddings(model.train_adjacency, users, items)
+    user_e, item_e = model.batch_embeddings(model.train_graph, users, items)
     (user_e.square().sum() + item_e.sin().sum()).backward()
     fast = [p.grad.clone() for p in (model.user_embedding.weight, model.item_id_embedding.weight)]
     model.zero_grad()
-    all_users, all_items = model.propagate(model.train_adjacency)
+    all_users, all_items = model.propagate(model.train_graph)
     assert torch.equal(user_e, all_users[users]) and torch.equal(item_e, all_items[items])
     (all_users[users].square().sum() + all_items[items].sin().sum()).backward()
     for got, want in zip(fast, (model.user_embedding.weight.grad,

@@ -3,11 +3,14 @@ naming the model, the key and the value; every model's YAML points pass."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import pytest
 
+from crane import models
 from crane.models.hyperparameters import HyperParameters, hparam
+from crane.tuning import grid_points, load_model_config
 
 
 @dataclass(frozen=True)
@@ -63,3 +66,78 @@ def test_missing_and_unknown_keys_are_named_together():
     with pytest.raises(ValueError, match=r"toy: unknown hyper-parameter\(s\) \['x'\]; missing "
                                          r"hyper-parameter\(s\) \['rate', 'flag'\]"):
         ToyConfig.from_hparams("toy", {**point, "x": 1})
+
+
+# ----------------------------------------------------------------------- every model
+
+
+MODELS = [name for name in models.available() if not name.startswith("test_")]
+
+
+def model_points(name: str) -> list[dict]:
+    """The model hyper-parameters of every point its YAML can run: defaults, grid points,
+    ablation variants and sensitivity values."""
+    config = load_model_config(name)
+    defaults = config["defaults"]
+    points = [defaults] + [{k: v for k, v in point.items() if k in defaults}
+                           for point in grid_points(config)]
+    points += [{**defaults, **overrides} for overrides in config.get("ablations", {}).values()]
+    points += [{**defaults, key: value} for key, values in config.get("sensitivity", {}).items()
+               for value in values]
+    return points
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_point_of_the_models_yaml_is_valid(name):
+    config_class = models.get(name).config_class
+    assert config_class is not None, f"{name} declares no typed config"
+    assert set(config_class.names()) == set(load_model_config(name)["defaults"])
+    for point in model_points(name):
+        config_class.from_hparams(name, point)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_names_itself_the_key_and_the_value(name):
+    config_class = models.get(name).config_class
+    defaults = load_model_config(name)["defaults"]
+    with pytest.raises(ValueError, match=rf"{name}: unknown hyper-parameter\(s\) \['no_such'\]"):
+        config_class.from_hparams(name, {**defaults, "no_such": 1})
+    if defaults:
+        key = next(iter(defaults))
+        with pytest.raises(ValueError, match=rf"{name}: hyper-parameter {key}='x' must be"):
+            config_class.from_hparams(name, {**defaults, key: "x"})
+        with pytest.raises(ValueError, match=rf"{name}: missing hyper-parameter\(s\) \['{key}'\]"):
+            config_class.from_hparams(name, {k: v for k, v in defaults.items() if k != key})
+
+
+def _violations(field) -> list:
+    """Values just outside the field's declared range or choices."""
+    rules = field.metadata
+    values = []
+    if rules.get("at_least") is not None:
+        values.append(rules["at_least"] - 1)
+    if rules.get("above") is not None:
+        values.append(rules["above"])
+    if rules.get("at_most") is not None:
+        values.append(rules["at_most"] + 1)
+    if rules.get("below") is not None:
+        values.append(rules["below"])
+    if rules.get("one_of") is not None:
+        values.append("not-a-choice")
+    return values
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_declared_range_is_enforced(name):
+    config_class = models.get(name).config_class
+    defaults = load_model_config(name)["defaults"]
+    checked = 0
+    for field in dataclasses.fields(config_class):
+        for value in _violations(field):
+            if isinstance(defaults[field.name], float):
+                value = float(value)
+            with pytest.raises(ValueError,
+                               match=rf"{name}: hyper-parameter {field.name}={value!r} must be"):
+                config_class.from_hparams(name, {**defaults, field.name: value})
+            checked += 1
+    assert checked or not defaults

@@ -59,17 +59,17 @@ def normalized_laplacian(adjacency):
 def dense_item_graph(model, data):
     learned, original = [], []
     for modality in model.modalities:
-        projected = model.projections[modality](model._features(modality))
-        learned.append(knn_neighbourhood(build_sim(projected), model.knn_k))
+        projected = model.projections[modality](model.features(modality))
+        learned.append(knn_neighbourhood(build_sim(projected), model.config.knn_k))
         raw = torch.as_tensor(data.features[modality])
-        original.append(normalized_laplacian(knn_neighbourhood(build_sim(raw), model.knn_k)))
+        original.append(normalized_laplacian(knn_neighbourhood(build_sim(raw), model.config.knn_k)))
     if len(learned) == 2:
         weight = torch.softmax(model.modal_weight, dim=0)
         learned = weight[0] * learned[0] + weight[1] * learned[1]
         original = weight[0] * original[0] + weight[1] * original[1]
     else:
         learned, original = learned[0], original[0]
-    lam = model.lambda_coeff
+    lam = model.config.lambda_coeff
     return (1 - lam) * normalized_laplacian(learned) + lam * original
 
 
@@ -85,11 +85,11 @@ def mmrec_loss(model, data, users, pos, neg):
     """MMRec LATTICE's calculate_loss (cf_model lightgcn) with dense graphs."""
     h = model.item_id_embedding.weight
     graph = dense_item_graph(model, data)
-    for _ in range(model.n_layers):
+    for _ in range(model.config.n_layers):
         h = graph @ h
     adjacency = dense_ui_adjacency(data)
     layers = [torch.cat([model.user_embedding.weight, model.item_id_embedding.weight])]
-    for _ in range(model.n_ui_layers):
+    for _ in range(model.config.n_ui_layers):
         layers.append(adjacency @ layers[-1])
     all_users, all_items = torch.split(torch.stack(layers, 1).mean(1),
                                        [model.n_users, model.n_items])
@@ -97,7 +97,7 @@ def mmrec_loss(model, data, users, pos, neg):
     u, p, n = all_users[users], all_items[pos], all_items[neg]
     bpr = -F.logsigmoid((u * p).sum(1) - (u * n).sum(1)).mean()
     reg = (u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()) / 2 / len(users)
-    return bpr + model.reg_weight * reg
+    return bpr + model.config.reg_weight * reg
 
 
 # -- tests ------------------------------------------------------------------------------

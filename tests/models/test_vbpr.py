@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from crane.models import get
-from crane.models.base import bpr_loss, emb_loss
+from crane.ops.losses import bpr_loss, emb_loss
 from tests.models._synth_a import (a_batch, assert_scores_agree_across_chunks, epoch_losses,
                                    only, parameters_without_gradient, random_recall_at_20,
                                    shuffled, single_thread, styled, train_and_test)
@@ -36,7 +36,7 @@ def mmrec_loss(model, users, pos, neg):
     items = torch.cat([model.item_id_embedding, model.item_linear(model.content)], dim=1)
     user_e, pos_e, neg_e = model.user_embedding[users], items[pos], items[neg]
     return (bpr_loss((user_e * pos_e).sum(1), (user_e * neg_e).sum(1))
-            + model.reg_weight * emb_loss(user_e, pos_e, neg_e))
+            + model.config.reg_weight * emb_loss(user_e, pos_e, neg_e))
 
 
 def test_shapes_and_layout(synthetic):
