@@ -96,7 +96,7 @@ def test_repro_then_nothing_then_exactly_the_dependent_stages(repo):
 
 def test_metrics_diff_compares_with_the_previous_commit(repo):
     diff = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "--all", "--json"], repo).stdout)
-    recall = diff["diff"]["results/tables/metrics.json"]["demo.bpr.recall@20"]
+    recall = diff["results/tables/metrics.json"]["demo.bpr.recall@20"]
     # both sides are there: the previous commit's lock points at its metrics in the cache
     assert isinstance(recall["old"], float) and isinstance(recall["new"], float), recall
 
