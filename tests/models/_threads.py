@@ -9,5 +9,5 @@ from crane.ops.threads import torch_threads
 
 def one_torch_thread() -> AbstractContextManager[None]:
     """These models are tiny: a second intra-op thread only fights the other test processes
-    on a shared 2-core machine (10x slower epochs measured), so use one while they run."""
+    for the cores, so use one while they run."""
     return torch_threads(1)
