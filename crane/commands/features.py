@@ -9,6 +9,7 @@ from pathlib import Path
 
 from crane import files
 from crane.commands._spec import add_spec_argument
+from crane.modalities import MODALITIES
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     features.add_argument("--data", required=True, type=Path, help="processed data folder")
     features.add_argument("--raw", required=True, type=Path,
                           help="raw folder (image cache, .b / MMRec feature files)")
-    features.add_argument("--modality", required=True, choices=["text", "image"])
+    features.add_argument("--modality", required=True, choices=list(MODALITIES))
     features.add_argument("--encoder", required=True, help="encoder name (config `encoders:`)")
     add_spec_argument(features, help_text="the encoder's config (JSON, or @file)")
     features.add_argument("--out", required=True, type=Path,

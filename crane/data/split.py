@@ -2,7 +2,7 @@
 
 Methods (config `split: {method: ..., ...}`):
 - `mmrec_random` (seed): MMRec's per-user random rule, seeded; reproduces the reference Baby
-  split row for row (see protocol.md).
+  split row for row (see docs/protocol.md, section 2).
 - `leave_last_out`: per user by time, the last interaction to test, the second last to
   validation.
 - `time_cut` (valid_from, test_from): one global time line; each bound a fraction of the

@@ -13,22 +13,19 @@ tests/engine/test_engine_evaluate.py; chunk sizes in tests/benchmarks/test_eval_
 
 from __future__ import annotations
 
-import functools
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
-from threadpoolctl import ThreadpoolController
 
 from crane.data.processed import TEST, TRAIN, VALID, Interactions
 from crane.engine.metrics import DEFAULT_KS, metric_columns, ranking_metrics
 from crane.engine.topk import top_k_rows
 from crane.models.base import Recommender
-from crane.ops.threads import torch_threads
+from crane.ops.threads import single_threaded_kernels
 
 # On CPU a chunk's (users x items) float32 scores are kept to about this many entries
 # (32 MiB): blocks this small are reused from the heap instead of being freshly mapped (and
@@ -178,16 +175,3 @@ class FullRankingEvaluator:
         if len(keys) == 0:
             return np.zeros(query.shape, bool)
         return keys[np.searchsorted(keys, query).clip(max=len(keys) - 1)] == query
-
-
-@contextmanager
-def single_threaded_kernels():
-    """torch, BLAS and OpenMP at one thread each inside the block (restored after)."""
-    with torch_threads(1), _thread_pools().limit(limits=1):
-        yield
-
-
-@functools.cache
-def _thread_pools() -> ThreadpoolController:
-    """The loaded BLAS / OpenMP libraries (found once: the scan is not free)."""
-    return ThreadpoolController()

@@ -24,11 +24,11 @@ from crane.device import resolve_device
 from crane.features.encoded import EncodedItems
 from crane.features.impute import impute_with_mean
 from crane.features.store import FeatureSet, write_feature_dir
+from crane.modalities import MODALITIES
 
 log = logging.getLogger(__name__)
 
 ITEM_COLUMNS = ["item_id", "asin", "title", "brand", "categories", "description", "image_url"]
-MODALITIES = ("text", "image")
 
 
 EncoderFn = Callable[[pd.DataFrame, Path, dict[str, Any], str, str], EncodedItems]
@@ -43,7 +43,7 @@ def _encoder_types() -> dict[str, tuple[EncoderFn, tuple[str, ...]]]:
         "open_clip": (image_clip.encode_item_images_clip, ("image",)),
         "color_histogram": (image_histogram.encode_item_images_histogram, ("image",)),
         "legacy_image_features": (legacy.encode_item_images_legacy, ("image",)),
-        "mmrec_npy": (mmrec.encode_item_mmrec_npy, ("text", "image")),
+        "mmrec_npy": (mmrec.encode_item_mmrec_npy, MODALITIES),
     }
 
 

@@ -34,10 +34,8 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from crane.modalities import MODALITIES
 from crane.models.hyperparameters import HyperParameters
-
-# The item feature modalities a dataset may provide, in the order content models stack them.
-MODALITIES = ("image", "text")
 
 
 @dataclass

@@ -28,7 +28,7 @@ from crane.ops.dropout import FastDropout
 
 
 class RCAStep(nn.Module):
-    """One step of Recursive Cross-modal Attention (crane-method.md section 3, items 1-4).
+    """One step of Recursive Cross-modal Attention (docs/crane-method.md section 3, items 1-4).
 
     Every modality token h^m of an entity is refined from the same joint tokens of this step
     (all modalities are updated simultaneously, then the next step sees the new tokens):

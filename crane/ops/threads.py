@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from typing import Callable, ContextManager, Iterator, TypeVar
 
 import torch
+from threadpoolctl import ThreadpoolController
 
 T = TypeVar("T")
 _PRODUCT_THREADS: contextvars.ContextVar[int | None] = contextvars.ContextVar(
@@ -83,3 +84,17 @@ def training_step_threads(model_name: str, device: torch.device) -> ContextManag
     if model_name in ONE_THREAD_STEP_MODELS and torch.device(device).type == "cpu":
         return batch_ops_on_one_thread()
     return contextlib.nullcontext()
+
+
+@contextmanager
+def single_threaded_kernels() -> Iterator[None]:
+    """torch, BLAS and OpenMP at one thread each inside the block (restored after): the
+    evaluator runs several such blocks side by side, one per worker."""
+    with torch_threads(1), _thread_pools().limit(limits=1):
+        yield
+
+
+@functools.cache
+def _thread_pools() -> ThreadpoolController:
+    """The loaded BLAS / OpenMP libraries (found once: the scan is not free)."""
+    return ThreadpoolController()

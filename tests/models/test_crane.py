@@ -1,4 +1,4 @@
-"""CRANE (crane/models/crane.py): hyper-parameters, every section of crane-method.md, every
+"""CRANE (crane/models/crane.py): hyper-parameters, every section of docs/crane-method.md, every
 ablation switch, batch-only == full computation, scoring, and learning on structured data."""
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ def _tokens(n_modalities: int = 2, batch: int = 5, seed: int = 0) -> torch.Tenso
 
 
 def _reference_step(step: RCAStep, tokens: torch.Tensor) -> torch.Tensor:
-    """crane-method.md section 3, one entity and one modality at a time."""
+    """docs/crane-method.md section 3, one entity and one modality at a time."""
     n_mod, batch, dim = tokens.shape
     out = torch.empty_like(tokens)
     w_j, b_j = step.joint.weight.T, step.joint.bias
