@@ -70,7 +70,7 @@ def run_fetch_images(args: argparse.Namespace) -> int:
 
 
 def run_features(args: argparse.Namespace) -> int:
-    from crane.features import extract_features
+    from crane.features.extract import extract_features
 
     feature_set = extract_features(args.data, args.raw, args.modality, args.encoder, args.spec,
                                    args.out, device=args.device)
@@ -83,7 +83,7 @@ def run_features(args: argparse.Namespace) -> int:
 def run_graphs(args: argparse.Namespace) -> int:
     from crane.commands._spec import parse_feature_dirs
     from crane.device import resolve_device
-    from crane.features import load_features
+    from crane.features.store import load_features
     from crane.graphs.item_knn import build_graph
     from crane.graphs.plan import MEAN_COSINE, KnnGraph
 

@@ -8,9 +8,7 @@
 - `mmrec`: an MMRec dataset folder's `<modality>_feat.npy`, taken as is.
 - `extract`: picks the encoder from its config, imputes missing rows, writes the folder.
 - `store`: the feature folder (`features.npy` + `manifest.json`) and its content hash.
+
+The package imports none of its modules: a training job reads features through `store`
+alone, so its computed code inputs (crane/code_inputs.py) leave the encoders out.
 """
-
-from crane.features.extract import extract_features
-from crane.features.store import FeatureSet, load_features
-
-__all__ = ["FeatureSet", "extract_features", "load_features"]

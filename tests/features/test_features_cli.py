@@ -9,7 +9,7 @@ from _features_data import make_items, solid_image
 
 from crane import files
 from crane.cli import main
-from crane.features import load_features
+from crane.features.store import load_features
 from crane.graphs.item_knn import graph_cache_path, top_k_cosine_neighbours
 
 COLOURS = [(250, 10, 10), (240, 30, 20), (10, 10, 250), (20, 40, 230), (10, 240, 10),

@@ -10,7 +10,8 @@ import pytest
 from _features_data import make_items, png_bytes, solid_image
 
 from crane import files
-from crane.features import extract_features, load_features
+from crane.features.extract import extract_features
+from crane.features.store import load_features
 from crane.features.image_files import find_cached_images
 from crane.features.image_histogram import colour_histogram, histogram_dim
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from _features_data import make_items
 
-from crane.features import extract_features, load_features
+from crane.features.extract import extract_features
+from crane.features.store import load_features
 from crane.data.image_features_b import (count_records, iter_records, read_aligned as read_legacy_features,
                                    record_dtype, write_image_features_b as write_legacy_features)
 

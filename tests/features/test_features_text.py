@@ -7,7 +7,8 @@ import pytest
 from _features_data import make_items
 
 from crane import files
-from crane.features import extract_features, load_features
+from crane.features.extract import extract_features
+from crane.features.store import load_features
 from crane.features.text import SentenceEncoder, item_texts, resolve_sentence_model
 from crane.features.weights import folder_weights_sha256
 
