@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import scipy.sparse as sp
-import torch
-
-# torch warns once per process that CSR support is "beta"; we rely only on its stable core
-# (construction and sparse @ dense), so the warning is noise in every log.
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
 
 def symmetric_bipartite_adjacency(train: sp.csr_matrix) -> sp.csr_matrix:
@@ -28,14 +21,3 @@ def symmetric_bipartite_adjacency(train: sp.csr_matrix) -> sp.csr_matrix:
     return (scale @ adjacency @ scale).tocsr().astype(np.float32)
 
 
-def to_torch_sparse(matrix: sp.spmatrix, device: torch.device | str = "cpu") -> torch.Tensor:
-    """scipy sparse -> torch sparse CSR (fast sparse-dense products on CPU and GPU)."""
-    csr = sp.csr_matrix(matrix)
-    return torch.sparse_csr_tensor(
-        torch.from_numpy(csr.indptr.astype(np.int64)),
-        torch.from_numpy(csr.indices.astype(np.int64)),
-        torch.from_numpy(csr.data.astype(np.float32)),
-        size=csr.shape,
-        device=device,
-        check_invariants=False,  # scipy already guarantees a valid CSR
-    )

@@ -29,12 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crane.graphs.user_item import symmetric_bipartite_adjacency, to_torch_sparse
+from crane.graphs.user_item import symmetric_bipartite_adjacency
 from crane.models import register
 from crane.models.base import Recommender, TrainData
 from crane.models.hyperparameters import HyperParameters, hparam
 from crane.ops.losses import emb_loss
 from crane.ops.propagation import SquareGraph, lightgcn_layer_mean
+from crane.ops.sparse import to_torch_sparse
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from crane.graphs.user_item import symmetric_bipartite_adjacency, to_torch_sparse
+from crane.graphs.user_item import symmetric_bipartite_adjacency
 from crane.models import register
 from crane.models.base import Recommender, TrainData
 from crane.models.hyperparameters import HyperParameters, hparam
@@ -43,6 +43,7 @@ from crane.ops.gather import ReusedRowGather
 from crane.ops.losses import logsigmoid_bpr_loss
 from crane.ops.propagation import SquareGraph, lightgcn_layer_mean, lightgcn_layer_sum_at
 from crane.ops.scores import dot_scores
+from crane.ops.sparse import to_torch_sparse
 
 
 @dataclass(frozen=True)

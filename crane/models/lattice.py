@@ -56,14 +56,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from crane.graphs.item_knn import cached_neighbours, knn_weighted_graph, top_k_cosine_neighbours
-from crane.graphs.user_item import to_torch_sparse
 from crane.models import register
 from crane.models.base import Recommender, TrainData
 from crane.models.hyperparameters import HyperParameters, hparam, reject
 from crane.ops.losses import logsigmoid_bpr_loss
 from crane.ops.propagation import SquareGraph, lightgcn_layer_mean
 from crane.ops.scores import dot_scores
-from crane.ops.sparse import csr_mm_with_value_grad, sparse_transpose
+from crane.ops.sparse import csr_mm_with_value_grad, sparse_transpose, to_torch_sparse
 
 
 @dataclass(frozen=True)

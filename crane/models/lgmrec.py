@@ -39,13 +39,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crane.graphs.user_item import symmetric_bipartite_adjacency, to_torch_sparse
+from crane.graphs.user_item import symmetric_bipartite_adjacency
 from crane.models import register
 from crane.models.base import Recommender, TrainData
 from crane.models.hyperparameters import HyperParameters, hparam
 from crane.ops.contrastive import log_sum_exp_of_product
 from crane.ops.losses import emb_loss, logsigmoid_bpr_loss
 from crane.ops.propagation import SquareGraph, lightgcn_layer_mean
+from crane.ops.sparse import to_torch_sparse
 
 TAU = 0.2  # Gumbel-softmax and HCL temperature, fixed in MMRec
 

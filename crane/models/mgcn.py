@@ -37,13 +37,14 @@ import torch
 from torch import nn
 
 from crane.graphs.item_knn import cached_neighbours, knn_weighted_graph
-from crane.graphs.user_item import symmetric_bipartite_adjacency, to_torch_sparse
+from crane.graphs.user_item import symmetric_bipartite_adjacency
 from crane.models import register
 from crane.models.base import Recommender, TrainData
 from crane.models.hyperparameters import HyperParameters, hparam
 from crane.ops.contrastive import one_way_info_nce
 from crane.ops.losses import logsigmoid_bpr_loss
 from crane.ops.propagation import SquareGraph, lightgcn_layer_mean
+from crane.ops.sparse import to_torch_sparse
 
 INFONCE_TEMPERATURE = 0.2  # fixed in MMRec
 

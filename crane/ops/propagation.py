@@ -25,8 +25,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from crane.graphs.user_item import to_torch_sparse
-from crane.ops.sparse import constant_sparse_mm, constant_sparse_rows_mm, transposed_csr
+from crane.ops.sparse import (constant_sparse_mm, constant_sparse_rows_mm, to_torch_sparse,
+                              transposed_csr)
 from crane.ops.threads import run_pair
 
 # A layer: one (nodes, d) tensor on a square graph, a (users, items) pair on a bipartite one.

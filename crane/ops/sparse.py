@@ -8,6 +8,7 @@ matrix, the concatenated user-item adjacency of BM3, MGCN and LGMRec.
 - `constant_sparse_rows_mm(matrix, transpose, rows, dense)`: the same at some rows only.
 - `csr_mm_with_value_grad(matrix, dense)`: a graph whose values carry gradient (LATTICE's
   learned graph), backward in O(nnz x d) time and memory.
+- `to_torch_sparse(matrix, device)`: a scipy matrix as a torch CSR tensor.
 - `transposed_csr(block)`: block.T as CSR (scipy multiplies CSR faster than CSC; same bits).
 
 Every product computes each output row from that row's nonzeros in column order, so a row
@@ -17,6 +18,7 @@ block, a row half and the whole matrix give the same values. Plain-autograd refe
 
 from __future__ import annotations
 
+import warnings
 import weakref
 
 import numpy as np
@@ -24,6 +26,23 @@ import scipy.sparse as sp
 import torch
 
 from crane.ops.threads import run_pair, sparse_product_threads
+
+# torch warns once per process that CSR support is "beta"; we rely only on its stable core
+# (construction and sparse @ dense), so the warning is noise in every log.
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+
+def to_torch_sparse(matrix: sp.spmatrix, device: torch.device | str = "cpu") -> torch.Tensor:
+    """scipy sparse -> torch sparse CSR (fast sparse-dense products on CPU and GPU)."""
+    csr = sp.csr_matrix(matrix)
+    return torch.sparse_csr_tensor(
+        torch.from_numpy(csr.indptr.astype(np.int64)),
+        torch.from_numpy(csr.indices.astype(np.int64)),
+        torch.from_numpy(csr.data.astype(np.float32)),
+        size=csr.shape,
+        device=device,
+        check_invariants=False,  # scipy already guarantees a valid CSR
+    )
+
 
 _RowHalves = tuple[sp.csr_matrix, sp.csr_matrix, int]  # top rows, bottom rows, split row
 _SCIPY_VIEWS: dict[int, tuple[sp.csr_matrix, _RowHalves]] = {}

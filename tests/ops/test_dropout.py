@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from crane.graphs.user_item import to_torch_sparse
+from crane.ops.sparse import to_torch_sparse
 from crane.ops.dropout import BipartiteEdges, FastDropout, degree_sensitive_edge_dropout
 
 

@@ -6,7 +6,8 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from crane.graphs.user_item import symmetric_bipartite_adjacency, to_torch_sparse
+from crane.graphs.user_item import symmetric_bipartite_adjacency
+from crane.ops.sparse import to_torch_sparse
 from crane.ops.propagation import (BipartitePropagation, SquareGraph, lightgcn_layer_mean,
                                    lightgcn_layer_sum, lightgcn_layer_sum_at,
                                    reference_layer_mean, reference_layer_sum)
