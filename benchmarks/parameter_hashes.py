@@ -60,7 +60,7 @@ class HashAfterEachEpoch(Hooks):
 def variants() -> list[tuple[str, str, dict[str, Any]]]:
     """(label, model, hyper-parameters) for every model, plus CRANE's ablation variants."""
     out = []
-    for name in models.available():
+    for name in models.shipped():
         hparams = default_hparams(name)
         out.append((name, name, hparams))
         if name == "crane":

@@ -38,6 +38,11 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def shipped() -> list[str]:
+    """The registered models that live in this package (not ones a test or a user added)."""
+    return [name for name in available() if _REGISTRY[name].__module__.startswith(f"{__name__}.")]
+
+
 def get(name: str) -> type[Recommender]:
     _discover()
     try:
@@ -46,4 +51,4 @@ def get(name: str) -> type[Recommender]:
         raise KeyError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}") from None
 
 
-__all__ = ["Recommender", "TrainData", "available", "get", "register"]
+__all__ = ["Recommender", "TrainData", "available", "get", "register", "shipped"]

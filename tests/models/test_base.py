@@ -19,7 +19,7 @@ from tests.models._synthetic import model_defaults
 from tests.models._threads import one_torch_thread
 
 MODELS_DIR = Path(models.__file__).parent
-MODELS = [name for name in models.available() if not name.startswith("test_")]
+MODELS = models.shipped()
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -125,6 +125,14 @@ def test_registry_gets_lists_and_refuses_a_second_class_under_a_name():
         models.get("nope")
     with pytest.raises(ValueError, match="registered twice"):
         models.register("bpr")(Counting)
+
+
+def test_shipped_lists_the_package_models_and_not_one_registered_elsewhere(monkeypatch):
+    monkeypatch.setitem(models._REGISTRY, "elsewhere", type("Elsewhere", (Counting,), {}))
+    assert "elsewhere" in models.available()
+    assert "elsewhere" not in models.shipped()
+    assert {path.stem for path in model_files()} - {"base", "hyperparameters", "layers"} \
+        <= set(models.shipped())
 
 
 def model_files() -> list[Path]:

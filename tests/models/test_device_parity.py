@@ -26,7 +26,7 @@ from tests.models._synthetic import model_defaults
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-MODELS = [name for name in models.available() if not name.startswith("test_")]
+MODELS = models.shipped()
 CUDA = torch.device("cuda")
 # LGMRec draws Gumbel noise at evaluation too (as MMRec does), which no two devices draw
 # alike: its scores are compared with the hypergraph view switched off (alpha 0).

@@ -71,7 +71,7 @@ def test_missing_and_unknown_keys_are_named_together():
 # ----------------------------------------------------------------------- every model
 
 
-MODELS = [name for name in models.available() if not name.startswith("test_")]
+MODELS = models.shipped()
 
 
 def model_points(name: str) -> list[dict]:

@@ -53,7 +53,7 @@ def scores(name: str, data: TrainData, hparams: dict) -> torch.Tensor:
         return model.score(torch.arange(data.n_users))
 
 
-@pytest.mark.parametrize("name", models.available())
+@pytest.mark.parametrize("name", models.shipped())
 def test_a_model_reads_exactly_the_planned_graphs(name, tmp_path, caplog):
     hparams = load_model_config(name)["defaults"]
     data = tiny_data(tmp_path)
