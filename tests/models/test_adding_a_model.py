@@ -14,9 +14,9 @@ import torch
 from crane import models
 from crane.engine.runner import fit_and_evaluate
 from crane.engine.settings import TrainingConfig
-from tests.models._synth_b import parameters_without_gradient, scores_agree_across_chunks
-from tests.models._synthetic import structured_dataset
+from crane.data.synthetic import styled_and_grouped
 from tests.models._threads import one_torch_thread
+from tests.models.checks import assert_scores_agree_across_chunks, parameters_without_gradient
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "adding-a-model.md"
 NAME = "onehop"
@@ -47,7 +47,7 @@ def onehop():
 
 @pytest.fixture(scope="module")
 def synthetic():
-    return structured_dataset(n_users=300, n_items=200, cold_share=0.0, modalities=(), seed=1)
+    return styled_and_grouped(n_users=300, n_items=200, cold_share=0.0, modalities=(), seed=1)
 
 
 def test_the_page_model_is_registered_with_a_typed_config(onehop, synthetic):
@@ -64,7 +64,7 @@ def test_every_parameter_learns_and_scores_agree(onehop, synthetic):
     model = onehop(synthetic.data, HPARAMS)
     users, pos = torch.tensor([0, 1, 2, 2]), torch.tensor([3, 4, 5, 6])
     assert parameters_without_gradient(model, users, pos, torch.tensor([7, 8, 9, 10])) == []
-    scores_agree_across_chunks(model, synthetic.data.n_users)
+    assert_scores_agree_across_chunks(model)
 
 
 def test_the_page_model_trains_through_the_engine_and_learns(onehop, synthetic):

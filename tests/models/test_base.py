@@ -14,9 +14,9 @@ from torch import nn
 
 from crane import models
 from crane.models.base import MODALITIES, Recommender
-from tests.models._synth_b import random_data
-from tests.models._synthetic import model_defaults
+from crane.data.synthetic import random_train_data
 from tests.models._threads import one_torch_thread
+from tests.models.checks import model_defaults
 
 MODELS_DIR = Path(models.__file__).parent
 MODELS = models.shipped()
@@ -45,7 +45,7 @@ class Counting(Recommender):
 
 
 def test_prepare_scoring_keeps_the_state_until_train_drops_it():
-    model = Counting(random_data(modalities=()), {})
+    model = Counting(random_train_data(modalities=()), {})
     model.eval()
     with torch.no_grad():
         model.prepare_scoring()
@@ -62,7 +62,7 @@ def test_prepare_scoring_keeps_the_state_until_train_drops_it():
 
 
 def test_scores_in_training_mode_are_never_kept():
-    model = Counting(random_data(modalities=()), {})
+    model = Counting(random_train_data(modalities=()), {})
     model.train()
     first = model.score(torch.arange(2))
     with torch.no_grad():
@@ -76,7 +76,7 @@ def test_scores_in_training_mode_are_never_kept():
 def test_no_model_scores_with_stale_parameters(name):
     """Every model: after an evaluation pass, an optimiser step and a new pass score with
     the new parameters."""
-    data = random_data(n_users=30, n_items=24, per_user=4)
+    data = random_train_data(n_users=30, n_items=24, per_user=4)
     hparams = {**model_defaults(name), **({"knn_k": 3} if "knn_k" in model_defaults(name)
                                           else {})}
     torch.manual_seed(0)
@@ -102,7 +102,7 @@ def test_no_model_scores_with_stale_parameters(name):
 
 
 def test_modalities_are_checked_once_for_every_content_model():
-    data = random_data(n_users=20, n_items=15)
+    data = random_train_data(n_users=20, n_items=15)
     model = Counting(data, {})
     assert model.feature_modalities(data) == MODALITIES
     assert model.feature_modalities(data, ("text", "image")) == ("text", "image")

@@ -13,13 +13,13 @@ from crane.models import get
 from crane.engine.runner import fit_and_evaluate
 from crane.engine.settings import TrainingConfig
 from crane.tuning import load_model_config
-from tests.models._synthetic import MODEL_CONFIG_DIR
-from tests.models._synth_b import (assert_same_loss_and_gradients, one_torch_thread,
-                                   parameters_without_gradient, random_data,
-                                   scores_agree_across_chunks, styled_dataset, train_epochs,
-                                   with_shuffled_features)
+from crane.data.synthetic import random_train_data, shuffled_features, styled_random_cold
+from tests.models._threads import one_torch_thread
+from tests.models.checks import (assert_same_loss_and_gradients,
+                                 assert_scores_agree_across_chunks, mean_epoch_losses,
+                                 parameters_without_gradient)
 
-CONFIG = load_model_config("bm3", MODEL_CONFIG_DIR)
+CONFIG = load_model_config("bm3")
 DEFAULTS = CONFIG["defaults"]
 
 
@@ -48,18 +48,18 @@ def test_config_holds_mmrec_grid():
 
 @pytest.mark.parametrize("modalities", [("image", "text"), ("image",), ("text",)])
 def test_loss_terms_gradients_and_scores(modalities):
-    data = random_data(modalities=modalities)
+    data = random_train_data(modalities=modalities)
     model = build(data)
     users, items = batch(data)
     terms = model.loss(users, items, None)
     assert set(terms) == {"rec", "align", "mask", "reg"}
     assert all(t.shape == () and torch.isfinite(t) for t in terms.values())
     assert parameters_without_gradient(model, users, items, None) == []
-    scores_agree_across_chunks(model, data.n_users)
+    assert_scores_agree_across_chunks(model)
 
 
 def test_zero_weights_drop_their_terms():
-    data = random_data()
+    data = random_train_data()
     model = build(data, cl_weight=0.0, reg_weight=0.0)
     users, items = batch(data)
     assert set(model.loss(users, items, None)) == {"rec"}
@@ -71,7 +71,7 @@ def test_zero_weights_drop_their_terms():
 
 def test_matches_full_table_transcription_of_mmrec():
     """Without dropout the loss is deterministic: compare with MMRec's all-rows computation."""
-    data = random_data(n_users=30, n_items=20)
+    data = random_train_data(n_users=30, n_items=20)
     model = build(data, dropout=0.0, n_layers=2)
     users, items = batch(data, size=40)
     users[1], items[1] = users[0], items[0]  # a repeated row, as in real batches
@@ -104,7 +104,7 @@ def test_matches_full_table_transcription_of_mmrec():
 
 
 def test_dropout_follows_the_global_seed():
-    data = random_data()
+    data = random_train_data()
     model = build(data)
     users, items = batch(data)
     torch.manual_seed(5)
@@ -117,7 +117,7 @@ def test_dropout_follows_the_global_seed():
 
 
 def test_bad_hyper_parameters_and_missing_features():
-    data = random_data()
+    data = random_train_data()
     with pytest.raises(ValueError, match="bm3: unknown hyper-parameter.*dropuot"):
         get("bm3")(data, {**DEFAULTS, "dropuot": 0.1})
     with pytest.raises(ValueError, match="bm3: missing hyper-parameter.*cl_weight"):
@@ -128,14 +128,15 @@ def test_bad_hyper_parameters_and_missing_features():
 
 
 def test_loss_decreases():
-    data = random_data(n_users=60, n_items=40)
-    means = train_epochs(build(data), data, epochs=6, batch_size=64)
+    data = random_train_data(n_users=60, n_items=40)
+    means = mean_epoch_losses(build(data), data, epochs=6, learning_rate=1e-3,
+                              batch_size=64)
     assert means[-1] < means[0]
 
 
 @pytest.fixture(scope="module")
 def styled():
-    return styled_dataset(seed=3)
+    return styled_random_cold(seed=3)
 
 
 def run(data, interactions, hparams=DEFAULTS, epochs=10):
@@ -154,7 +155,7 @@ def test_features_reach_the_scores_through_the_predictor(styled):
     """BM3 scores are pred(u) . pred(i): features shape them only through the shared predictor
     (MMRec's full_sort_predict reads no feature), so shuffled features change the scores, but
     they need not lower recall; with cl_weight 0 the features cannot matter at all."""
-    shuffled = with_shuffled_features(styled.data)
+    shuffled = shuffled_features(styled.data)
 
     def scores(data, **overrides):
         model = run(data, styled.interactions, {**DEFAULTS, **overrides}, epochs=2).model

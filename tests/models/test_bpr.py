@@ -11,9 +11,9 @@ from crane.engine.settings import TrainingConfig
 from crane.models import get
 from crane.ops.gather import gather_rows
 from crane.ops.losses import dot_bpr_loss, emb_loss
-from tests.models._synth_b import random_data, scores_agree_across_chunks
-from tests.models._synthetic import model_defaults, structured_dataset
+from crane.data.synthetic import random_train_data, styled_and_grouped
 from tests.models._threads import one_torch_thread
+from tests.models.checks import assert_scores_agree_across_chunks, model_defaults
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -28,7 +28,7 @@ def build(data, **overrides):
 
 
 def test_loss_terms_follow_mmrec():
-    model = build(random_data(modalities=()), reg_weight=0.5)
+    model = build(random_train_data(modalities=()), reg_weight=0.5)
     users, pos, neg = torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([4, 5])
     terms = model.loss(users, pos, neg)
     u, p, n = (model.user_embedding.weight[users], model.item_embedding.weight[pos],
@@ -43,7 +43,7 @@ def test_one_node_loss_equals_the_separate_functions_bit_for_bit(zero_users):
     """BPR-MF's loss against gather_rows + dot_bpr_loss + reg * emb_loss: the same loss values
     and table gradients, bitwise, with repeated users and items and (second case) a batch
     whose user rows are all zero (EmbLoss's norm-0 branch)."""
-    data = random_data(modalities=())
+    data = random_train_data(modalities=())
     model = build(data, reg_weight=0.3)
     generator = torch.Generator().manual_seed(3)
     users = torch.randint(data.n_users, (64,), generator=generator)
@@ -69,8 +69,8 @@ def test_one_node_loss_equals_the_separate_functions_bit_for_bit(zero_users):
 
 
 def test_scores_are_dot_products_in_any_chunking():
-    model = build(random_data(modalities=()))
-    scores_agree_across_chunks(model, model.n_users)
+    model = build(random_train_data(modalities=()))
+    assert_scores_agree_across_chunks(model)
     with torch.no_grad():
         expected = model.user_embedding.weight @ model.item_embedding.weight.T
         torch.testing.assert_close(model.score(torch.arange(model.n_users)), expected)
@@ -79,7 +79,7 @@ def test_scores_are_dot_products_in_any_chunking():
 def test_learns_the_graph_structure():
     """Groups that only the interactions reveal: BPR ranks held-out items well above
     popularity."""
-    synthetic = structured_dataset(cold_share=0.0, modalities=(), seed=1)
+    synthetic = styled_and_grouped(cold_share=0.0, modalities=(), seed=1)
     training = TrainingConfig(epochs=40, patience=40, batch_size=256, learning_rate=5e-3)
 
     def recall(model, hparams):

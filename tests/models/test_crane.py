@@ -17,8 +17,9 @@ from crane.engine.settings import TrainingConfig
 from crane.models.layers import (ConcatFusion, PrototypeAttentionFusion, RCAStep,
                                  RecursiveCrossModalAttention)
 from crane.ops.contrastive import symmetric_info_nce
-from tests.models._synthetic import model_defaults, structured_dataset, with_shuffled_features
+from crane.data.synthetic import shuffled_features, styled_and_grouped
 from tests.models._threads import one_torch_thread
+from tests.models.checks import model_defaults
 
 DEFAULTS = model_defaults("crane")
 SMALL = {"knn_k": 3}  # graphs of the small test datasets
@@ -32,13 +33,13 @@ def _single_thread():
 
 @pytest.fixture(scope="module")
 def small():
-    return structured_dataset(n_users=60, n_items=80, n_train=6, n_valid=1, n_test=1, seed=3)
+    return styled_and_grouped(n_users=60, n_items=80, n_train=6, n_valid=1, n_test=1, seed=3)
 
 
 @pytest.fixture(scope="module")
 def wide():
     """Many items per batch item, so that a small batch reaches a small share of the items."""
-    return structured_dataset(n_users=120, n_items=600, n_styles=20, n_train=6, n_valid=1,
+    return styled_and_grouped(n_users=120, n_items=600, n_styles=20, n_train=6, n_valid=1,
                               n_test=1, seed=4)
 
 
@@ -449,7 +450,7 @@ def learning_runs():
     short budget; LightGCN, which must learn everything from the graph, gets a long one."""
     # 40 % cold items: their held-out share can only be ranked from content. Across data seeds
     # (11, 1, 2) CRANE led LightGCN by 0.15 to 0.21 Recall@20 and shuffled features by >= 0.35.
-    synthetic = structured_dataset(n_users=300, n_items=200, cold_share=0.4, seed=11)
+    synthetic = styled_and_grouped(n_users=300, n_items=200, cold_share=0.4, seed=11)
     short = TrainingConfig(epochs=12, patience=4, batch_size=256, learning_rate=5e-3)
     long = TrainingConfig(epochs=60, patience=10, batch_size=256, learning_rate=5e-3)
 
@@ -462,7 +463,7 @@ def learning_runs():
     return {
         "crane": run("crane", synthetic.data, crane_hp, short),
         "lightgcn": run("lightgcn", synthetic.data, model_defaults("lightgcn"), long),
-        "shuffled": run("crane", with_shuffled_features(synthetic.data), crane_hp, short),
+        "shuffled": run("crane", shuffled_features(synthetic.data), crane_hp, short),
     }
 
 

@@ -21,8 +21,8 @@ from crane.engine.sampling import NegativeSampler
 from crane.engine.inputs import build_model
 from crane.engine.runner import fit_and_evaluate
 from crane.engine.settings import TrainingConfig
-from tests.models._synth_a import random_recall_at_20, styled
-from tests.models._synthetic import model_defaults
+from crane.data.synthetic import styled_alternate_cold
+from tests.models.checks import model_defaults, random_recall_at_20
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -39,7 +39,7 @@ def hparams_of(name: str) -> dict:
 
 @pytest.fixture(scope="module")
 def cpu_data():
-    return styled(n_users=300, seed=3)
+    return styled_alternate_cold(n_users=300, seed=3)
 
 
 def trained_on_cpu(name: str, data) -> torch.nn.Module:

@@ -7,9 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from crane.models import get
-from tests.models._synth_a import (a_batch, assert_scores_agree_across_chunks, epoch_losses,
-                                   only, parameters_without_gradient, random_recall_at_20,
-                                   shuffled, single_thread, styled, train_and_test)
+from crane.data.synthetic import only_modalities, shuffled_features, styled_alternate_cold
+from tests.models._threads import one_torch_thread
+from tests.models.checks import (a_batch, assert_scores_agree_across_chunks, mean_epoch_losses,
+                                 parameters_without_gradient, random_recall_at_20,
+                                 train_and_test)
 
 HP = {"embedding_size": 16, "feat_embed_dim": 16, "knn_k": 5, "mm_image_weight": 0.1,
       "n_mm_layers": 1, "n_ui_layers": 2, "dropout": 0.8, "reg_weight": 1e-3,
@@ -18,12 +20,13 @@ HP = {"embedding_size": 16, "feat_embed_dim": 16, "knn_k": 5, "mm_image_weight":
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
-    yield from single_thread()
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
 def synthetic():
-    return styled()
+    return styled_alternate_cold()
 
 
 def make(data, **overrides):
@@ -91,7 +94,7 @@ def test_item_graph_is_mmrecs_frozen_multimodal_knn(synthetic):
     expected = (0.1 * mmrec_knn_graph(features["image"], 5)
                 + 0.9 * mmrec_knn_graph(features["text"], 5))
     torch.testing.assert_close(model.item_graph.matrix.to_dense(), expected, rtol=1e-5, atol=1e-6)
-    text_only = make(only(synthetic.data, "text"))
+    text_only = make(only_modalities(synthetic.data, "text"))
     torch.testing.assert_close(text_only.item_graph.matrix.to_dense(),
                                mmrec_knn_graph(features["text"], 5), rtol=1e-5, atol=1e-6)
 
@@ -184,20 +187,20 @@ def test_loss_needs_a_sampled_graph(synthetic):
 
 
 def test_loss_decreases(synthetic):
-    losses = epoch_losses(make(synthetic.data), synthetic.data, epochs=6)
+    losses = mean_epoch_losses(make(synthetic.data), synthetic.data, epochs=6, learning_rate=5e-3)
     assert all(later < earlier for earlier, later in zip(losses, losses[1:])), losses
     assert losses[-1] < 0.8 * losses[0], losses
 
 
 def test_scores_agree_across_chunks(synthetic):
     model = make(synthetic.data)
-    epoch_losses(model, synthetic.data, epochs=1)
+    mean_epoch_losses(model, synthetic.data, epochs=1, learning_rate=5e-3)
     assert_scores_agree_across_chunks(model)
 
 
 @pytest.mark.parametrize("modality", ["image", "text"])
 def test_single_modality(synthetic, modality):
-    data = only(synthetic.data, modality)
+    data = only_modalities(synthetic.data, modality)
     model = make(data)
     assert list(model.projections) == [modality]
     assert torch.isfinite(sum(model.loss(*a_batch(data)).values()))
@@ -207,7 +210,8 @@ def test_learns_from_content(synthetic):
     hp = {**HP, "train_features": False}
     trained = train_and_test(synthetic, "freedom", hp, epochs=15)
     mostpop = train_and_test(synthetic, "mostpop", {}, epochs=1)
-    blind = train_and_test(synthetic, "freedom", hp, epochs=15, data=shuffled(synthetic.data))
+    blind = train_and_test(synthetic, "freedom", hp, epochs=15,
+                           data=shuffled_features(synthetic.data))
     recall = trained.test["recall@20"]
     assert recall > 3 * random_recall_at_20(synthetic)
     assert recall > 3 * mostpop.test["recall@20"]
@@ -223,7 +227,7 @@ def test_bad_input_is_named(synthetic):
                        match=r"freedom: hyper-parameter dropout=1.0 must be in \[0, 1\)"):
         get("freedom")(synthetic.data, {**HP, "dropout": 1.0})
     with pytest.raises(ValueError, match="freedom needs item features"):
-        get("freedom")(only(synthetic.data), HP)
+        get("freedom")(only_modalities(synthetic.data), HP)
 
 
 @pytest.mark.parametrize("n_ui_layers", [0, 1, 2])

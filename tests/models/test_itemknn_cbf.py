@@ -12,19 +12,21 @@ from crane.graphs.item_knn import build_graph
 from crane.graphs.plan import MEAN_COSINE, KnnGraph
 from crane.models import get
 from crane.models.itemknn_cbf import drop_self
-from tests.models._synth_a import (assert_scores_agree_across_chunks, only,
-                                   random_recall_at_20, shuffled, single_thread, styled,
-                                   train_and_test)
+from crane.data.synthetic import only_modalities, shuffled_features, styled_alternate_cold
+from tests.models._threads import one_torch_thread
+from tests.models.checks import (assert_scores_agree_across_chunks, random_recall_at_20,
+                                 train_and_test)
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
-    yield from single_thread()
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
 def synthetic():
-    return styled()
+    return styled_alternate_cold()
 
 
 def fitted(data, k=10):
@@ -51,7 +53,7 @@ def brute_force_scores(data, k):
 
 @pytest.mark.parametrize("modalities", [("image", "text"), ("image",), ("text",)])
 def test_scores_equal_brute_force(synthetic, modalities):
-    data = only(synthetic.data, *modalities)
+    data = only_modalities(synthetic.data, *modalities)
     model = fitted(data, k=10)
     scores = assert_scores_agree_across_chunks(model)
     np.testing.assert_allclose(scores.numpy(), brute_force_scores(data, 10), rtol=1e-4, atol=1e-5)
@@ -105,7 +107,7 @@ def test_content_signal_beats_random_and_popularity(synthetic):
     result = train_and_test(synthetic, "itemknn_cbf", {"knn_k": 20}, epochs=1)
     mostpop = train_and_test(synthetic, "mostpop", {}, epochs=1)
     blind = train_and_test(synthetic, "itemknn_cbf", {"knn_k": 20}, epochs=1,
-                           data=shuffled(synthetic.data))
+                           data=shuffled_features(synthetic.data))
     recall = result.test["recall@20"]
     assert recall > 4 * random_recall_at_20(synthetic)
     assert recall > 4 * mostpop.test["recall@20"]
@@ -120,4 +122,4 @@ def test_bad_input_is_named(synthetic):
     with pytest.raises(ValueError, match="knn_k=192"):
         get("itemknn_cbf")(synthetic.data, {"knn_k": 192})
     with pytest.raises(ValueError, match="itemknn_cbf needs item features"):
-        get("itemknn_cbf")(only(synthetic.data), {"knn_k": 5})
+        get("itemknn_cbf")(only_modalities(synthetic.data), {"knn_k": 5})

@@ -10,9 +10,11 @@ import torch.nn.functional as F
 
 import crane.models.lattice as lattice_module
 from crane.models import get
-from tests.models._synth_a import (a_batch, assert_scores_agree_across_chunks, epoch_losses,
-                                   only, parameters_without_gradient, random_recall_at_20,
-                                   shuffled, single_thread, styled, train_and_test)
+from crane.data.synthetic import only_modalities, shuffled_features, styled_alternate_cold
+from tests.models._threads import one_torch_thread
+from tests.models.checks import (a_batch, assert_scores_agree_across_chunks, mean_epoch_losses,
+                                 parameters_without_gradient, random_recall_at_20,
+                                 train_and_test)
 
 HP = {"embedding_size": 16, "feat_embed_dim": 16, "knn_k": 5, "lambda_coeff": 0.9,
       "n_layers": 1, "n_ui_layers": 2, "reg_weight": 1e-3, "train_features": True}
@@ -21,12 +23,13 @@ GRAPH_PARTS = ("projections", "modal_weight", "trainable_features")
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
-    yield from single_thread()
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
 def synthetic():
-    return styled()
+    return styled_alternate_cold()
 
 
 def make(data, **overrides):
@@ -104,7 +107,7 @@ def mmrec_loss(model, data, users, pos, neg):
 
 @pytest.mark.parametrize("modalities", [("image", "text"), ("text",), ("image",)])
 def test_sparse_item_graph_equals_dense(synthetic, modalities):
-    data = only(synthetic.data, *modalities)
+    data = only_modalities(synthetic.data, *modalities)
     sparse_model, dense_model = make(data), make(data)
     sparse = sparse_model.build_item_graph()
     dense = dense_item_graph(dense_model, data)
@@ -175,14 +178,14 @@ def test_frozen_features_and_reg_zero(synthetic):
 
 
 def test_loss_decreases(synthetic):
-    losses = epoch_losses(make(synthetic.data), synthetic.data, epochs=6)
+    losses = mean_epoch_losses(make(synthetic.data), synthetic.data, epochs=6, learning_rate=5e-3)
     assert all(later < earlier for earlier, later in zip(losses, losses[1:])), losses
     assert losses[-1] < 0.8 * losses[0], losses
 
 
 def test_scores_agree_across_chunks(synthetic):
     model = make(synthetic.data)
-    epoch_losses(model, synthetic.data, epochs=1)
+    mean_epoch_losses(model, synthetic.data, epochs=1, learning_rate=5e-3)
     assert_scores_agree_across_chunks(model)
 
 
@@ -190,7 +193,8 @@ def test_learns_from_content(synthetic):
     hp = {**HP, "train_features": False}
     trained = train_and_test(synthetic, "lattice", hp, epochs=15)
     mostpop = train_and_test(synthetic, "mostpop", {}, epochs=1)
-    blind = train_and_test(synthetic, "lattice", hp, epochs=15, data=shuffled(synthetic.data))
+    blind = train_and_test(synthetic, "lattice", hp, epochs=15,
+                           data=shuffled_features(synthetic.data))
     recall = trained.test["recall@20"]
     assert recall > 3 * random_recall_at_20(synthetic)
     assert recall > 3 * mostpop.test["recall@20"]
@@ -205,4 +209,4 @@ def test_bad_input_is_named(synthetic):
     with pytest.raises(ValueError, match="knn_k=500"):
         get("lattice")(synthetic.data, {**HP, "knn_k": 500})
     with pytest.raises(ValueError, match="lattice needs item features"):
-        get("lattice")(only(synthetic.data), HP)
+        get("lattice")(only_modalities(synthetic.data), HP)

@@ -13,13 +13,13 @@ from crane.models import get
 from crane.engine.runner import fit_and_evaluate
 from crane.engine.settings import TrainingConfig
 from crane.tuning import load_model_config
-from tests.models._synthetic import MODEL_CONFIG_DIR
-from tests.models._synth_b import (assert_same_loss_and_gradients, one_torch_thread,
-                                   parameters_without_gradient, random_data,
-                                   scores_agree_across_chunks, styled_dataset, train_epochs,
-                                   with_shuffled_features)
+from crane.data.synthetic import random_train_data, shuffled_features, styled_random_cold
+from tests.models._threads import one_torch_thread
+from tests.models.checks import (assert_same_loss_and_gradients,
+                                 assert_scores_agree_across_chunks, mean_epoch_losses,
+                                 parameters_without_gradient)
 
-CONFIG = load_model_config("lgmrec", MODEL_CONFIG_DIR)
+CONFIG = load_model_config("lgmrec")
 DEFAULTS = CONFIG["defaults"]
 
 
@@ -51,7 +51,7 @@ def test_config_holds_the_published_baby_point():
 
 @pytest.mark.parametrize("modalities", [("image", "text"), ("image",), ("text",)])
 def test_loss_terms_gradients_and_scores(modalities):
-    data = random_data(modalities=modalities)
+    data = random_train_data(modalities=modalities)
     model = build(data, reg_weight=1e-2)
     users, pos, neg = batch(data)
     terms = model.loss(users, pos, neg)
@@ -59,17 +59,17 @@ def test_loss_terms_gradients_and_scores(modalities):
     assert set(terms) == ({"bpr", "reg", "cl"} if len(modalities) == 2 else {"bpr", "reg"})
     assert all(t.shape == () and torch.isfinite(t) for t in terms.values())
     assert parameters_without_gradient(model, users, pos, neg) == []
-    scores_agree_across_chunks(model, data.n_users)
+    assert_scores_agree_across_chunks(model)
 
 
 def test_frozen_features_stay_out_of_parameters_and_checkpoints():
-    model = build(random_data())
+    model = build(random_train_data())
     assert not any("features" in name for name, _ in model.named_parameters())
     assert not any("features" in name for name in model.state_dict())
 
 
 def test_gumbel_and_dropout_follow_the_global_seed():
-    data = random_data()
+    data = random_train_data()
     model = build(data)
     users, pos, neg = batch(data)
     torch.manual_seed(5)
@@ -96,7 +96,7 @@ def ssl_mmrec(emb1, emb2, all_emb, tau=0.2):
 
 @pytest.mark.parametrize("hyper_num", [4, 24])  # below / above the embedding size (16)
 def test_matches_full_table_transcription_of_mmrec(no_gumbel_noise, hyper_num):
-    data = random_data(n_users=30, n_items=20)
+    data = random_train_data(n_users=30, n_items=20)
     model = build(data, embedding_size=16, feat_embed_dim=16, hyper_num=hyper_num,
                   keep_rate=1.0, n_hyper_layer=2, cl_weight=0.1, reg_weight=0.01)
     users, pos, neg = batch(data, size=40)
@@ -137,7 +137,7 @@ def test_matches_full_table_transcription_of_mmrec(no_gumbel_noise, hyper_num):
 
 
 def test_bad_hyper_parameters_missing_features_and_negatives():
-    data = random_data()
+    data = random_train_data()
     with pytest.raises(ValueError, match="lgmrec: unknown hyper-parameter.*cf_model"):
         get("lgmrec")(data, {**DEFAULTS, "cf_model": "lightgcn"})
     with pytest.raises(ValueError, match="lgmrec: missing hyper-parameter.*hyper_num"):
@@ -153,14 +153,15 @@ def test_bad_hyper_parameters_missing_features_and_negatives():
 
 
 def test_loss_decreases():
-    data = random_data(n_users=60, n_items=40)
-    means = train_epochs(build(data), data, epochs=6, batch_size=64)
+    data = random_train_data(n_users=60, n_items=40)
+    means = mean_epoch_losses(build(data), data, epochs=6, learning_rate=1e-3,
+                              batch_size=64)
     assert means[-1] < means[0]
 
 
 @pytest.fixture(scope="module")
 def styled():
-    return styled_dataset(seed=3, cold_in_train=False)
+    return styled_random_cold(seed=3, cold_in_train=False)
 
 
 def test_learns_styles_and_reads_the_features(styled):
@@ -175,4 +176,4 @@ def test_learns_styles_and_reads_the_features(styled):
 
     learned = recall(styled.data)
     assert learned > 0.5 and learned > 5 * recall(styled.data, "mostpop", {})
-    assert recall(with_shuffled_features(styled.data)) < learned - 0.15
+    assert recall(shuffled_features(styled.data)) < learned - 0.15

@@ -12,9 +12,9 @@ from crane.engine.settings import TrainingConfig
 from crane.models import get
 from crane.ops.losses import dot_bpr_loss, emb_loss
 from crane.ops.propagation import lightgcn_layer_mean
-from tests.models._synth_b import random_data, scores_agree_across_chunks
-from tests.models._synthetic import model_defaults, structured_dataset
+from crane.data.synthetic import random_train_data, styled_and_grouped
 from tests.models._threads import one_torch_thread
+from tests.models.checks import assert_scores_agree_across_chunks, model_defaults
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -25,7 +25,7 @@ def single_thread():
 
 @pytest.fixture(scope="module")
 def data():
-    return random_data(n_users=60, n_items=40, per_user=6, modalities=())
+    return random_train_data(n_users=60, n_items=40, per_user=6, modalities=())
 
 
 def build(data, **overrides):
@@ -92,7 +92,7 @@ def test_batch_rows_last_layer_equals_full_propagation(data, n_layers):
 
 def test_scores_use_the_layer_mean_in_any_chunking(data):
     model = build(data)
-    scores_agree_across_chunks(model, data.n_users)
+    assert_scores_agree_across_chunks(model)
     users, items = lightgcn_layer_mean(model.propagation, model.ego_embeddings(), 2)
     torch.testing.assert_close(model.score(torch.arange(data.n_users)), users @ items.T)
 
@@ -100,7 +100,7 @@ def test_scores_use_the_layer_mean_in_any_chunking(data):
 def test_learns_the_graph_structure():
     """Groups that only the interactions reveal: LightGCN ranks held-out items well above
     popularity."""
-    synthetic = structured_dataset(cold_share=0.0, modalities=(), seed=1)
+    synthetic = styled_and_grouped(cold_share=0.0, modalities=(), seed=1)
     training = TrainingConfig(epochs=20, patience=20, batch_size=256, learning_rate=5e-3)
 
     def recall(model, hparams):

@@ -14,13 +14,13 @@ from crane.models import get
 from crane.engine.runner import fit_and_evaluate
 from crane.engine.settings import TrainingConfig
 from crane.tuning import load_model_config
-from tests.models._synthetic import MODEL_CONFIG_DIR
-from tests.models._synth_b import (assert_same_loss_and_gradients, one_torch_thread,
-                                   parameters_without_gradient, random_data,
-                                   scores_agree_across_chunks, styled_dataset, train_epochs,
-                                   with_shuffled_features)
+from crane.data.synthetic import random_train_data, shuffled_features, styled_random_cold
+from tests.models._threads import one_torch_thread
+from tests.models.checks import (assert_same_loss_and_gradients,
+                                 assert_scores_agree_across_chunks, mean_epoch_losses,
+                                 parameters_without_gradient)
 
-CONFIG = load_model_config("mgcn", MODEL_CONFIG_DIR)
+CONFIG = load_model_config("mgcn")
 DEFAULTS, TRAINER = CONFIG["defaults"], CONFIG["training"]["defaults"]
 
 
@@ -51,18 +51,18 @@ def test_config_holds_mmrec_grid():
 
 @pytest.mark.parametrize("modalities", [("image", "text"), ("image",), ("text",)])
 def test_loss_terms_gradients_and_scores(modalities):
-    data = random_data(modalities=modalities)
+    data = random_train_data(modalities=modalities)
     model = build(data)
     users, pos, neg = batch(data)
     terms = model.loss(users, pos, neg)
     assert set(terms) == {"bpr", "reg", "cl"}
     assert all(t.shape == () and torch.isfinite(t) for t in terms.values())
     assert parameters_without_gradient(model, users, pos, neg) == []
-    scores_agree_across_chunks(model, data.n_users)
+    assert_scores_agree_across_chunks(model)
 
 
 def test_zero_weights_drop_their_terms():
-    data = random_data()
+    data = random_train_data()
     users, pos, neg = batch(data)
     assert set(build(data, cl_loss=0.0, reg_weight=0.0).loss(users, pos, neg)) == {"bpr"}
 
@@ -83,7 +83,7 @@ def info_nce_mmrec(a, b, t=0.2):
 
 
 def test_matches_full_table_transcription_of_mmrec():
-    data = random_data(n_users=30, n_items=20)
+    data = random_train_data(n_users=30, n_items=20)
     model = build(data, cl_loss=0.1)
     users, pos, neg = batch(data, size=40)
     users[1], pos[1], neg[1] = users[0], pos[0], neg[0]  # a repeated row, as in real batches
@@ -123,7 +123,7 @@ def test_matches_full_table_transcription_of_mmrec():
 
 
 def test_bad_hyper_parameters_missing_features_and_negatives():
-    data = random_data()
+    data = random_train_data()
     with pytest.raises(ValueError, match="mgcn: unknown hyper-parameter.*lambda_coeff"):
         get("mgcn")(data, {**DEFAULTS, "lambda_coeff": 0.9})
     with pytest.raises(ValueError, match="mgcn: missing hyper-parameter.*knn_k"):
@@ -137,7 +137,7 @@ def test_bad_hyper_parameters_missing_features_and_negatives():
 
 
 def test_item_graphs_are_read_from_the_cache_by_feature_hash(tmp_path, caplog):
-    data = random_data()
+    data = random_train_data()
     data.cache_dir = tmp_path
     data.feature_hashes = {"image": "a" * 64, "text": "b" * 64}
     for modality, content_hash in data.feature_hashes.items():
@@ -149,14 +149,15 @@ def test_item_graphs_are_read_from_the_cache_by_feature_hash(tmp_path, caplog):
 
 
 def test_loss_decreases():
-    data = random_data(n_users=60, n_items=40)
-    means = train_epochs(build(data), data, epochs=6, batch_size=64)
+    data = random_train_data(n_users=60, n_items=40)
+    means = mean_epoch_losses(build(data), data, epochs=6, learning_rate=1e-3,
+                              batch_size=64)
     assert means[-1] < means[0]
 
 
 @pytest.fixture(scope="module")
 def styled():
-    return styled_dataset(seed=3, cold_in_train=False)
+    return styled_random_cold(seed=3, cold_in_train=False)
 
 
 def test_learns_styles_and_reads_the_features(styled):
@@ -169,4 +170,4 @@ def test_learns_styles_and_reads_the_features(styled):
 
     learned = recall(styled.data)
     assert learned > 0.6 and learned > 5 * recall(styled.data, "mostpop", {})
-    assert recall(with_shuffled_features(styled.data)) < learned - 0.2
+    assert recall(shuffled_features(styled.data)) < learned - 0.2

@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from crane.models import get
-from tests.models._synth_b import random_data, scores_agree_across_chunks
+from crane.data.synthetic import random_train_data
+from tests.models.checks import assert_scores_agree_across_chunks
 
 
 def test_scores_are_training_counts_for_every_user():
-    data = random_data(n_users=30, n_items=20, modalities=())
+    data = random_train_data(n_users=30, n_items=20, modalities=())
     model = get("mostpop")(data, {})
     assert model.trainable is False and list(model.parameters()) == []
     model.fit()
@@ -19,11 +20,11 @@ def test_scores_are_training_counts_for_every_user():
     scores = model.score(torch.tensor([0, 7, 7, 29]))
     assert scores.shape == (4, data.n_items)
     assert all(np.array_equal(row, counts) for row in scores.numpy())
-    scores_agree_across_chunks(model, data.n_users)
+    assert_scores_agree_across_chunks(model)
 
 
 def test_fitted_counts_travel_in_a_checkpoint():
-    data = random_data(n_users=30, n_items=20, modalities=())
+    data = random_train_data(n_users=30, n_items=20, modalities=())
     model = get("mostpop")(data, {})
     model.fit()
     restored = get("mostpop")(data, {})
@@ -33,4 +34,4 @@ def test_fitted_counts_travel_in_a_checkpoint():
 
 def test_any_hyper_parameter_is_a_mistake():
     with pytest.raises(ValueError, match=r"mostpop: unknown hyper-parameter\(s\) \['k'\]"):
-        get("mostpop")(random_data(modalities=()), {"k": 1})
+        get("mostpop")(random_train_data(modalities=()), {"k": 1})

@@ -9,21 +9,24 @@ import torch
 
 from crane.models import get
 from crane.ops.losses import bpr_loss, emb_loss
-from tests.models._synth_a import (a_batch, assert_scores_agree_across_chunks, epoch_losses,
-                                   only, parameters_without_gradient, random_recall_at_20,
-                                   shuffled, single_thread, styled, train_and_test)
+from crane.data.synthetic import only_modalities, shuffled_features, styled_alternate_cold
+from tests.models._threads import one_torch_thread
+from tests.models.checks import (a_batch, assert_scores_agree_across_chunks, mean_epoch_losses,
+                                 parameters_without_gradient, random_recall_at_20,
+                                 train_and_test)
 
 HP = {"embedding_size": 16, "reg_weight": 1e-3}
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
-    yield from single_thread()
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
 def synthetic():
-    return styled()
+    return styled_alternate_cold()
 
 
 def make(data, **overrides):
@@ -77,20 +80,20 @@ def test_every_parameter_gets_gradient(synthetic):
 
 
 def test_loss_decreases(synthetic):
-    losses = epoch_losses(make(synthetic.data), synthetic.data, epochs=6)
+    losses = mean_epoch_losses(make(synthetic.data), synthetic.data, epochs=6, learning_rate=5e-3)
     assert all(later < earlier for earlier, later in zip(losses, losses[1:])), losses
     assert losses[-1] < 0.8 * losses[0], losses
 
 
 def test_scores_agree_across_chunks(synthetic):
     model = make(synthetic.data)
-    epoch_losses(model, synthetic.data, epochs=1)
+    mean_epoch_losses(model, synthetic.data, epochs=1, learning_rate=5e-3)
     assert_scores_agree_across_chunks(model)
 
 
 @pytest.mark.parametrize("modality", ["image", "text"])
 def test_single_modality(synthetic, modality):
-    data = only(synthetic.data, modality)
+    data = only_modalities(synthetic.data, modality)
     model = make(data)
     assert model.content.shape[1] == synthetic.data.features[modality].shape[1]
     assert torch.isfinite(sum(model.loss(*a_batch(data)).values()))
@@ -99,7 +102,7 @@ def test_single_modality(synthetic, modality):
 def test_learns_from_content(synthetic):
     trained = train_and_test(synthetic, "vbpr", HP, epochs=20)
     mostpop = train_and_test(synthetic, "mostpop", {}, epochs=1)
-    blind = train_and_test(synthetic, "vbpr", HP, epochs=20, data=shuffled(synthetic.data))
+    blind = train_and_test(synthetic, "vbpr", HP, epochs=20, data=shuffled_features(synthetic.data))
     recall = trained.test["recall@20"]
     assert recall > 3 * random_recall_at_20(synthetic)
     assert recall > 3 * mostpop.test["recall@20"]
@@ -113,4 +116,4 @@ def test_bad_input_is_named(synthetic):
     with pytest.raises(ValueError, match=r"unknown hyper-parameter\(s\) \['dropout'\]"):
         get("vbpr")(synthetic.data, {**HP, "dropout": 0.1})
     with pytest.raises(ValueError, match="vbpr needs item features"):
-        get("vbpr")(only(synthetic.data), HP)
+        get("vbpr")(only_modalities(synthetic.data), HP)
