@@ -17,7 +17,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import probe  # noqa: E402
 import run as bench_run  # noqa: E402
 import synthetic  # noqa: E402
+from crane.data.mmrec_format import write_mmrec  # noqa: E402
 from crane.data.processed import TEST, TRAIN, VALID  # noqa: E402
+from crane.data.synthetic import random_image_text_features  # noqa: E402
 
 
 def run_suite(out: Path, *args: str) -> subprocess.CompletedProcess:
@@ -117,7 +119,7 @@ def test_scales_and_features(tmp_path):
     assert data.source.startswith("generated")
     assert (data.interactions.n_users, data.interactions.n_items,
             len(data.interactions.user)) == (19_445, 7_050, 160_792)
-    features = synthetic.random_features(50, 16, 8, seed=7)
+    features = random_image_text_features(50, 16, 8, seed=7)
     assert features["image"].shape == (50, 16) and features["text"].shape == (50, 8)
     assert features["image"].dtype == np.float32 and features["image"].min() >= 0
     assert features["text"].min() < 0
@@ -127,6 +129,20 @@ def test_scales_and_features(tmp_path):
     np.testing.assert_array_equal(features["image"], image)
     np.testing.assert_array_equal(features["text"],
                                   rng.standard_normal((50, 8), dtype=np.float32))
+
+
+def test_the_real_folder_is_named_relative_to_the_checkout(tmp_path):
+    """Result tables record the data's source: never one machine's absolute path."""
+    assert synthetic.relative_to_checkout(synthetic.REAL_BABY_DIR / "mmrec-split") \
+        == "../shared/data/amazon2014-baby/mmrec-split"
+    frame = pd.DataFrame({"user_id": [0, 0, 0], "item_id": [0, 1, 2], "rating": [5.0] * 3,
+                          "timestamp": [1, 2, 3], "split": [TRAIN, VALID, TEST]})
+    write_mmrec(tmp_path / "mmrec-split", "baby", frame, np.array(["u"], dtype=object),
+                np.array(["a", "b", "c"], dtype=object))
+    data = synthetic.load_scale("baby", with_features=False, real_baby_dir=tmp_path)
+    folder = data.source.removeprefix("real: ").removesuffix(" (MMRec's split)")
+    assert not Path(folder).is_absolute()
+    assert (REPO / folder).resolve() == (tmp_path / "mmrec-split").resolve()
 
 
 def test_max_batches_times_part_of_an_epoch(tmp_path):
