@@ -1,7 +1,7 @@
 """Benchmark datasets: the real Baby pairs when present, else generated data of a given scale.
 
 A scale fixes users, items, interactions and the feature dimensions. Generated data comes from
-crane.data.synthetic: `power_law_interactions` (heavy-tailed user and item degrees, at least
+crane.synthetic: `power_law_interactions` (heavy-tailed user and item degrees, at least
 `min_degree` each, no repeated pair, MMRec's per-user split rule) and
 `random_image_text_features` (`image = |N(0, 1)|`, n_items x 4096, then `text = N(0, 1)`,
 n_items x 384, float32, from one numpy generator).
@@ -25,12 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from crane import files  # noqa: E402
 from crane.data.processed import TEST, TRAIN, VALID, Interactions  # noqa: E402
-from crane.data.synthetic import (power_law_interactions,  # noqa: E402
+from crane.synthetic import (power_law_interactions,  # noqa: E402
                                   random_image_text_features)
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 REAL_BABY_DIR = CHECKOUT.parent / "shared" / "data" / "amazon2014-baby"
-# Bump when the generated numbers change (tests/data/test_synthetic.py pins them).
+# Bump when the generated numbers change (tests/test_synthetic.py pins them).
 GENERATOR_VERSION = "crane-bench-synthetic-1"
 
 

@@ -19,7 +19,7 @@ import run as bench_run  # noqa: E402
 import synthetic  # noqa: E402
 from crane.data.mmrec_format import write_mmrec  # noqa: E402
 from crane.data.processed import TEST, TRAIN, VALID  # noqa: E402
-from crane.data.synthetic import random_image_text_features  # noqa: E402
+from crane.synthetic import random_image_text_features  # noqa: E402
 
 
 def run_suite(out: Path, *args: str) -> subprocess.CompletedProcess:

@@ -1,4 +1,4 @@
-"""Small clustered datasets (crane.data.synthetic) for the engine tests, in memory and as a
+"""Small clustered datasets (crane.synthetic) for the engine tests, in memory and as a
 processed dataset folder."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 
 from crane import files
 from crane.data.processed import Interactions, save_interactions
-from crane.data.synthetic import clustered_interactions, train_data
+from crane.synthetic import clustered_interactions, train_data
 
 
 def write_processed(folder: Path, interactions: Interactions) -> Path:

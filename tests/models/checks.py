@@ -1,4 +1,4 @@
-"""Checks every model test makes, on data from crane.data.synthetic: gradients reach every
+"""Checks every model test makes, on data from crane.synthetic: gradients reach every
 parameter, scores agree however the users are chunked, the loss falls, and the real engine
 trains and tests a model."""
 
@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from crane.data.synthetic import SyntheticDataset
+from crane.synthetic import SyntheticDataset
 from crane.engine.runner import RunResult, fit_and_evaluate
 from crane.engine.sampling import NegativeSampler
 from crane.engine.settings import TrainingConfig

@@ -14,7 +14,7 @@ import torch
 from crane import models
 from crane.engine.runner import fit_and_evaluate
 from crane.engine.settings import TrainingConfig
-from crane.data.synthetic import styled_and_grouped
+from crane.synthetic import styled_and_grouped
 from tests.models._threads import one_torch_thread
 from tests.models.checks import assert_scores_agree_across_chunks, parameters_without_gradient
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from crane import models
 from crane.models.base import MODALITIES, Recommender
-from crane.data.synthetic import random_train_data
+from crane.synthetic import random_train_data
 from tests.models._threads import one_torch_thread
 from tests.models.checks import model_defaults
 

@@ -11,7 +11,7 @@ from crane.engine.settings import TrainingConfig
 from crane.models import get
 from crane.ops.gather import gather_rows
 from crane.ops.losses import dot_bpr_loss, emb_loss
-from crane.data.synthetic import random_train_data, styled_and_grouped
+from crane.synthetic import random_train_data, styled_and_grouped
 from tests.models._threads import one_torch_thread
 from tests.models.checks import assert_scores_agree_across_chunks, model_defaults
 

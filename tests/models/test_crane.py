@@ -17,7 +17,7 @@ from crane.engine.settings import TrainingConfig
 from crane.models.layers import (ConcatFusion, PrototypeAttentionFusion, RCAStep,
                                  RecursiveCrossModalAttention)
 from crane.ops.contrastive import symmetric_info_nce
-from crane.data.synthetic import shuffled_features, styled_and_grouped
+from crane.synthetic import shuffled_features, styled_and_grouped
 from tests.models._threads import one_torch_thread
 from tests.models.checks import model_defaults
 

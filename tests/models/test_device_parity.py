@@ -21,7 +21,7 @@ from crane.engine.sampling import NegativeSampler
 from crane.engine.inputs import build_model
 from crane.engine.runner import fit_and_evaluate
 from crane.engine.settings import TrainingConfig
-from crane.data.synthetic import styled_alternate_cold
+from crane.synthetic import styled_alternate_cold
 from tests.models.checks import model_defaults, random_recall_at_20
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

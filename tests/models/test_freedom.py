@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from crane.models import get
-from crane.data.synthetic import only_modalities, shuffled_features, styled_alternate_cold
+from crane.synthetic import only_modalities, shuffled_features, styled_alternate_cold
 from tests.models._threads import one_torch_thread
 from tests.models.checks import (a_batch, assert_scores_agree_across_chunks, mean_epoch_losses,
                                  parameters_without_gradient, random_recall_at_20,

@@ -12,7 +12,7 @@ from crane.graphs.item_knn import build_graph
 from crane.graphs.plan import MEAN_COSINE, KnnGraph
 from crane.models import get
 from crane.models.itemknn_cbf import drop_self
-from crane.data.synthetic import only_modalities, shuffled_features, styled_alternate_cold
+from crane.synthetic import only_modalities, shuffled_features, styled_alternate_cold
 from tests.models._threads import one_torch_thread
 from tests.models.checks import (assert_scores_agree_across_chunks, random_recall_at_20,
                                  train_and_test)

@@ -13,7 +13,7 @@ from crane.models import get
 from crane.engine.runner import fit_and_evaluate
 from crane.engine.settings import TrainingConfig
 from crane.tuning import load_model_config
-from crane.data.synthetic import random_train_data, shuffled_features, styled_random_cold
+from crane.synthetic import random_train_data, shuffled_features, styled_random_cold
 from tests.models._threads import one_torch_thread
 from tests.models.checks import (assert_same_loss_and_gradients,
                                  assert_scores_agree_across_chunks, mean_epoch_losses,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from crane.models import get
-from crane.data.synthetic import random_train_data
+from crane.synthetic import random_train_data
 from tests.models.checks import assert_scores_agree_across_chunks
 
 

@@ -2,7 +2,7 @@
 
 Every generator draws from one seeded `numpy.random.Generator`, so a seed fixes every array
 bit for bit; the model tests' thresholds were set on exactly these draws, so a change to the
-order of the draws is a change of test data (tests/data/test_synthetic.py pins a digest of
+order of the draws is a change of test data (tests/test_synthetic.py pins a digest of
 each generator's output). The planted structure:
 
 - styles: every item has one style, visible (with noise) in every modality's features, see
@@ -32,7 +32,8 @@ without Python loops over users or interactions.
 The embedded demo (crane/data/demo.py) does not use this module: it writes the 2014 raw
 files with its own sequence of draws, on which the demo tables' bytes depend, and as a
 workflow input its code closure would make any edit here rerun the whole demo study.
-This module returns `TrainData` and so imports crane.models.base; no workflow job imports it.
+It returns `TrainData`, so it imports crane.models.base and sits beside the layers rather than
+in crane/data (docs/architecture.md); no workflow job imports it.
 """
 
 from __future__ import annotations

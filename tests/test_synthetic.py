@@ -1,4 +1,4 @@
-"""The shared synthetic data (crane/data/synthetic.py): the planted structure is there, and a
+"""The shared synthetic data (crane/synthetic.py): the planted structure is there, and a
 seed gives the same bits as the data the model tests' thresholds were set on."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from crane import files
-from crane.data import synthetic
+from crane import synthetic
 from crane.data.processed import TEST, TRAIN, VALID, Interactions
 from crane.models.base import TrainData
 
