@@ -3,8 +3,8 @@
 Each DVC stage asks Snakemake for one target (data, features, runs of a dataset; the tables),
 so a stage stays meaningful and Snakemake keeps deciding which jobs really need to run. The
 parameters are read from the workflow's own config file (DVC reads any YAML as a params
-file), so there is one source of truth and `dvc exp run -S training.epochs=50` changes a
-real parameter.
+file), so there is one source of truth: a DVC experiment names that file when it sets a
+parameter (`-S config/config.yaml:training.epochs=50`; a bare key would edit params.yaml).
 
 Two DVC habits are neutralised on purpose:
 - DVC deletes a stage's outputs before running it; every output is `persist: true`, so
