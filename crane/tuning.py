@@ -27,7 +27,7 @@ import yaml
 
 from crane import files
 from crane.configs import MODELS_DIR
-from crane.engine.settings import MODEL_TRAINING_KEYS, TrainingConfig
+from crane.engine.settings import MODEL_TRAINING_KEYS, TrainingConfig, split_point
 
 MODEL_FILE_KEYS = {"description", "defaults", "grid", "training", "ablations", "sensitivity"}
 TRAINING_BLOCK_KEYS = ("defaults", "grid")
@@ -119,14 +119,7 @@ def with_overrides(model_cfg: dict[str, Any], overrides: dict[str, Any] | None,
     block its training default; either way the key leaves its grid. A trainer setting the
     training block does not declare is an error naming `where` and the key."""
     overrides = dict(overrides or {})
-    declared = training_keys(model_cfg)
-    stray = sorted(k for k in overrides if k in TrainingConfig.keys() and k not in declared)
-    if stray:
-        raise ValueError(f"{where}: {stray} are trainer settings that this model's file does "
-                         f"not declare in its `training:` block (declared: {list(declared)}); "
-                         f"set them in the config's `training:` section")
-    model_values = {k: v for k, v in overrides.items() if k not in declared}
-    training_values = {k: v for k, v in overrides.items() if k in declared}
+    model_values, training_values = split_point(where, overrides, training_keys(model_cfg))
     training = model_cfg.get("training") or {}
     return {
         **model_cfg,

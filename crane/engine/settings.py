@@ -97,12 +97,13 @@ def split_point(model: str, point: dict[str, Any], declared: Iterable[str]
     is an error: it would otherwise reach the model as an unknown hyper-parameter, or silently
     replace the config's `training:` value.
     """
-    declared = set(declared)
+    declared = tuple(declared)
     stray = sorted(k for k in point if k in TrainingConfig.keys() and k not in declared)
     if stray:
         raise ValueError(f"{model}: {stray} are trainer settings that the model file's "
-                         f"`training:` block does not declare; set them in the config's "
-                         f"`training:` section (crane train --set training.KEY=VALUE)")
+                         f"`training:` block does not declare (declared: {list(declared)}); "
+                         f"set them in the config's `training:` section (crane train --set "
+                         f"training.KEY=VALUE)")
     model_hp = {k: v for k, v in point.items() if k not in declared}
     trainer = {k: v for k, v in point.items() if k in declared}
     return model_hp, trainer
