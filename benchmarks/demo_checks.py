@@ -92,7 +92,7 @@ def main() -> int:
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for model in models:
         true = [v for s in seeds if (v := final_metric(plan.results, args.dataset, model, s)) is not None]
-        uses_content = get_model(model).uses_content or bool(get_model(model).required_modalities)
+        uses_content = get_model(model).uses_content
         shuffled = [shuffled_metric(plan, args.dataset, model, s) for s in seeds] if uses_content else []
         drop = f"{np.mean(true) - np.mean(shuffled):+.4f}" if true and shuffled else "–"
         versus = []

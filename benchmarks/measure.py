@@ -183,7 +183,7 @@ def measure_model(job: dict, device: torch.device, recorder: Recorder) -> None:
     model_cls = models.get(job["model"])
     hparams = default_hparams(job["model"], **job.get("overrides", {}))
     # ID-only models never see the features (their memory would blur the peak).
-    with_features = bool(model_cls.required_modalities) or model_cls.uses_content
+    with_features = model_cls.uses_content
     data = load_data(job, with_features, recorder)
     train = train_data(data, device, job["cache_dir"], with_features)
     epochs = int(job["epochs"])

@@ -220,7 +220,7 @@ def run_models(args: argparse.Namespace) -> int:
 
     for name in models.available():
         cls = models.get(name)
-        needs = ",".join(cls.required_modalities) or ("any" if cls.uses_content else "-")
+        needs = "any" if cls.uses_content else "-"
         kind = "trainable" if cls.trainable else "fit-once"
         print(f"{name}\t{kind}\tmodalities: {needs}")
     return 0

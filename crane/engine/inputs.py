@@ -54,17 +54,12 @@ def read_item_features(feature_dir: Path, n_items: int) -> tuple[np.ndarray, str
 
 
 def build_model(model_name: str, data: TrainData, hparams: dict[str, Any]) -> Recommender:
-    """Instantiate a registered model on `data` (checking the modalities it needs).
+    """Instantiate a registered model on `data` (a content model checks its modalities itself:
+    `Recommender.feature_modalities`).
 
     `hparams` may be a whole point: the trainer settings its model file declares are left
     out (crane.engine.settings.split_point).
     """
     model_cls = models.get(model_name)
-    missing = [m for m in model_cls.required_modalities if m not in data.features]
-    if missing:
-        raise ValueError(f"model {model_name!r} needs feature modality(ies) {missing}; "
-                         f"given: {sorted(data.features) or 'none'}")
-    if model_cls.uses_content and not data.features:
-        raise ValueError(f"model {model_name!r} needs at least one feature modality")
     model_hp, _ = split_point(model_name, hparams, declared_training_keys(model_name))
     return model_cls(data, model_hp).to(data.device)

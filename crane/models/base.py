@@ -73,8 +73,6 @@ class Recommender(nn.Module):
     uses_negatives: ClassVar[bool] = True
     # MostPop and ItemKNN-CBF have nothing to optimise: the engine fits once and evaluates.
     trainable: ClassVar[bool] = True
-    # modalities the model needs ("image", "text"); empty for ID-only models.
-    required_modalities: ClassVar[tuple[str, ...]] = ()
     # True when the model uses whatever modalities the dataset provides (at least one).
     uses_content: ClassVar[bool] = False
     # The typed config of exactly the hyper-parameters the model reads (the `defaults` of
