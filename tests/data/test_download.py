@@ -1,18 +1,24 @@
-"""Downloads against a local HTTP server: full, resumed, 404, 500, checksum failures."""
+"""Downloads against a local HTTP server: full, resumed, 404, 500, checksum failures, the
+verification of first downloads."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
 
 import pytest
 
+from crane.data import image_features_b
 from crane.data.checksums import ChecksumRegistry
-from crane.data.download import ChecksumMismatch, DownloadError, RetryPolicy, download
+from crane.data.download import (
+    ChecksumMismatch, DamagedDownload, DownloadError, RetryPolicy, download)
 
 FAST = RetryPolicy(retries=3, backoff=0.01, max_backoff=0.02, timeout=5)
-BODY = os.urandom(3 * (1 << 20) + 12345)  # several read chunks, not a round size
+# several read chunks, not a round size; not starting with the gzip magic bytes, so that a
+# first download of "file.gz" is not read as a (broken) gzip stream
+BODY = b"raw bytes " + os.urandom(3 * (1 << 20) + 12345)
 SHA = hashlib.sha256(BODY).hexdigest()
 
 
@@ -121,3 +127,39 @@ def test_registry_lookup_by_file_name_and_no_silent_replacement(tmp_path):
     with pytest.raises(ValueError, match="refusing to replace"):
         registry.record("http://host/x", "ef" * 32, 7)
     assert len(json.loads((tmp_path / "checksums.json").read_text())) == 2
+
+
+def test_present_file_without_entry_is_verified_before_it_is_registered(http_server, tmp_path):
+    body = gzip.compress(b'{"asin": "B1"}\n' * 50)
+    http_server.routes["/meta.json.gz"] = ("file", body)
+    (tmp_path / "meta.json.gz").write_bytes(body[:-30])  # an earlier, truncated copy
+    registry = ChecksumRegistry(tmp_path / "checksums.json")
+    record = download(http_server.url("/meta.json.gz"), tmp_path / "meta.json.gz",
+                      registry=registry, policy=FAST, progress=False)
+    assert (tmp_path / "meta.json.gz").read_bytes() == body
+    assert http_server.hits["/meta.json.gz"] == 1
+    assert registry.lookup(http_server.url("/meta.json.gz"))["sha256"] == record.sha256
+
+
+def test_first_download_of_image_features_with_a_partial_record_is_refused(http_server,
+                                                                            tmp_path):
+    record_size = image_features_b.record_dtype().itemsize
+    http_server.routes["/image_features_Baby.b"] = ("file", b"\0" * (2 * record_size + 7))
+    with pytest.raises(DamagedDownload, match="truncated record at byte offset"):
+        download(http_server.url("/image_features_Baby.b"), tmp_path / "image_features_Baby.b",
+                 policy=FAST, progress=False)
+    assert not (tmp_path / "image_features_Baby.b").exists()
+
+
+def test_registry_find_names_the_matching_key(tmp_path):
+    registry = ChecksumRegistry(tmp_path / "checksums.json")
+    (tmp_path / "checksums.json").write_text(json.dumps(
+        {"meta_Baby.json.gz": {"sha256": "ab" * 32, "size": 5},
+         "http://host/a/meta_Baby.json.gz": {"sha256": "cd" * 32, "size": 6},
+         "broken.gz": {"size": 1}}))
+    assert registry.find("http://host/a/meta_Baby.json.gz")[0] == \
+        "http://host/a/meta_Baby.json.gz"
+    assert registry.find("http://mirror/meta_Baby.json.gz")[0] == "meta_Baby.json.gz"
+    assert registry.find("http://mirror/other.gz") is None
+    with pytest.raises(ValueError, match=r"entry 'broken.gz' needs 'sha256' and 'size'"):
+        registry.find("http://mirror/broken.gz")
