@@ -40,6 +40,12 @@ def split_interactions(frame: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFram
     if unknown:
         raise ValueError(f"split: unknown option(s) {sorted(unknown)} for {method}; "
                          f"allowed: {sorted(allowed)}")
+    missing = sorted(REQUIRED_OPTIONS.get(method, set()) - set(spec))
+    if missing:
+        raise ValueError(f"split {method}: missing option(s) {missing}; set "
+                         f"{' and '.join(f'split.{key}' for key in missing)} in the dataset's "
+                         f"config block (each a fraction in (0, 1) of the timestamps, or a "
+                         f"unix time)")
     result = function(frame, **spec)
     return _drop_users_without_training(result)
 
@@ -116,6 +122,8 @@ SPLIT_METHODS: dict[str, tuple[Callable[..., pd.DataFrame], set[str]]] = {
     "leave_last_out": (leave_last_out, set()),
     "time_cut": (time_cut, {"valid_from", "test_from"}),
 }
+# Options without a default: checked first, so that a missing one is named (not a TypeError).
+REQUIRED_OPTIONS: dict[str, set[str]] = {"time_cut": {"valid_from", "test_from"}}
 
 
 def _cut_point(timestamps: np.ndarray, value: float, name: str) -> int:
