@@ -3,7 +3,9 @@
 Real review dumps contain the odd broken line. A reader skips it, counts it, logs the first
 few with file and line number, and stops with a clear error when broken lines are more than
 `max_malformed_share` of all lines: a few bad lines are noise, many mean a wrong or damaged
-file that would silently shrink the dataset.
+file that would silently shrink the dataset. A line whose rating or time is not a
+non-negative number ("abc", "", -1, true) is malformed too: it would otherwise become the
+default rating 1 / time 0 unnoticed. A missing field (or JSON null) stays "unknown".
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import ast
 import gzip
 import json
 import logging
+import math
 import re
 import warnings
 import zlib
@@ -109,14 +112,16 @@ def read_records(
     *,
     required: Iterable[str] = (),
     keep: tuple[str, set] | None = None,
+    numeric: Iterable[str] = (),
     max_malformed_share: float = DEFAULT_MAX_MALFORMED_SHARE,
 ) -> pd.DataFrame:
     """Read one record per line into a frame holding `fields` (None where a record lacks one).
 
     fmt: "json" (JSON lines) or "literal" (Python dict literals). A line that does not parse,
-    or is not a mapping, is malformed. `required` fields must occur in at least one record,
-    else the file is not what the source expects. `keep=(field, values)` drops records whose
-    field is not in `values` early (metadata files are much larger than the item set).
+    or is not a mapping, is malformed, and so is one whose `numeric` field is present but not
+    a non-negative number. `required` fields must occur in at least one record, else the file
+    is not what the source expects. `keep=(field, values)` drops records whose field is not
+    in `values` early (metadata files are much larger than the item set).
     """
     if fmt not in DECODERS:
         raise ValueError(f"unknown record format {fmt!r}; expected one of {sorted(DECODERS)}")
@@ -124,6 +129,7 @@ def read_records(
     fields = list(fields)
     columns: dict[str, list] = {name: [] for name in fields}
     required = list(required)
+    numeric = list(numeric)
     absent = set(required)  # required fields not yet seen in any record (before `keep`)
     report = ParseReport(Path(path))
     keep_field, keep_values = keep if keep is not None else (None, None)
@@ -144,6 +150,10 @@ def read_records(
             absent.difference_update([name for name in absent if name in record])
         if keep_field is not None and record.get(keep_field) not in keep_values:
             continue
+        problem = _bad_number(record, numeric)
+        if problem:
+            report.add_malformed(line_no, problem)
+            continue
         for name in fields:
             columns[name].append(record.get(name))
     report.check(max_malformed_share)
@@ -152,6 +162,27 @@ def read_records(
         raise ParseError(f"{path}: column(s) {missing} missing: no record has them "
                          f"(expected fields {fields})")
     return pd.DataFrame(columns, columns=fields)
+
+
+def _bad_number(record: dict, names: list[str]) -> str | None:
+    """Why the first of `names` present in record is not a non-negative number, else None."""
+    for name in names:
+        value = record.get(name)
+        if value is None:
+            continue
+        number = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        elif isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                pass
+        if number is None or not math.isfinite(number):
+            return f"{name} is not a number: {value!r}"
+        if number < 0:
+            return f"{name} is negative: {value!r}"
+    return None
 
 
 def read_json_lines(path: str | Path, fields: Iterable[str], **kwargs: Any) -> pd.DataFrame:
@@ -177,9 +208,10 @@ def read_csv_table(
     """Read a CSV (gzip or not) into a frame with the columns renamed by `columns`.
 
     columns: file column name -> output name (the file's header names, or `names` when the
-    file has no header). Rows with the wrong number of fields, or a non-number in a
-    `numeric` output column, are malformed (reported with their line number). Blank lines
-    are ignored. String columns keep missing values as NaN: the caller decides about them.
+    file has no header). Rows with the wrong number of fields, or a non-number or negative
+    number in a `numeric` output column, are malformed (reported with their line number).
+    Blank lines are ignored. String columns keep missing values as NaN: the caller decides
+    about them.
     """
     path = Path(path)
     if not path.exists():
@@ -217,13 +249,15 @@ def read_csv_table(
     for name in numeric:
         raw = frame[name]
         values = pd.to_numeric(raw, errors="coerce")
-        invalid = (values.isna() & raw.notna()).to_numpy()
-        if invalid.any():
-            rows = np.flatnonzero(invalid)
-            lines = _physical_lines(rows, header_lines, [n for n, _ in skipped])
-            problems.extend((int(line), f"{name} is not a number: {raw.iloc[row]!r}")
-                            for row, line in zip(rows, lines))
-        bad_rows |= invalid
+        not_number = ((values.isna() & raw.notna()) | np.isinf(values)).to_numpy()
+        negative = (values < 0).to_numpy()
+        for invalid, why in ((not_number, "is not a number"), (negative, "is negative")):
+            if invalid.any():
+                rows = np.flatnonzero(invalid)
+                lines = _physical_lines(rows, header_lines, [n for n, _ in skipped])
+                problems.extend((int(line), f"{name} {why}: {raw.iloc[row]!r}")
+                                for row, line in zip(rows, lines))
+        bad_rows |= not_number | negative
         frame[name] = values
     for line_no, reason in sorted(problems):
         report.add_malformed(line_no, reason or "invalid value")

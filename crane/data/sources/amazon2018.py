@@ -69,7 +69,8 @@ def load_interactions(spec: dict[str, Any], raw_dir: Path,
     if reviews == "5core":
         frame = parse.read_json_lines(
             path, ["reviewerID", "asin", "overall", "unixReviewTime"],
-            required=["reviewerID", "asin"], max_malformed_share=max_malformed_share)
+            required=["reviewerID", "asin"], numeric=["overall", "unixReviewTime"],
+            max_malformed_share=max_malformed_share)
         frame.columns = ["user", "item", "rating", "timestamp"]
     else:
         frame = parse.read_csv_table(

@@ -73,6 +73,7 @@ def load_interactions(spec: dict[str, Any], raw_dir: Path,
     path = raw_file(raw_dir, _local(file_paths(_category(spec))["reviews"]))
     frame = parse.read_json_lines(path, ["user_id", item_field, "rating", "timestamp"],
                                   required=["user_id", item_field],
+                                  numeric=["rating", "timestamp"],
                                   max_malformed_share=max_malformed_share)
     frame.columns = ["user", "item", "rating", "timestamp"]
     # Milliseconds in this release; seconds everywhere else in the pipeline.
