@@ -1,7 +1,9 @@
 """Raw files -> processed dataset folder: clean, k-core, dense ids, split, write.
 
 `prepare_dataset` is the whole step; the folder it writes follows crane/data/processed.py
-and also holds the same split in MMRec's format.
+and also holds the same split in MMRec's format. A split left with an empty part (train,
+validation or test) stops the step with an error naming the dataset, the empty part and what
+to change: training could not select or test on it.
 """
 
 from __future__ import annotations
@@ -53,9 +55,15 @@ def prepare_dataset(name: str, spec: dict[str, Any], raw_dir: str | Path,
         interactions, users, items = loaded.interactions, loaded.users, loaded.items
         kcore_info: dict | None = None
         split_spec: dict[str, Any] = {"method": "given (mmrec folder)"}
+        repeated_pairs_dropped = loaded.repeated_pairs_dropped
+        origin = loaded.path or raw_dir
     else:
         kcore = KCore.from_spec(spec.get("kcore", 5))
-        frame = drop_duplicates(drop_missing(loaded))
+        frame = drop_missing(loaded)
+        n_rows = len(frame)
+        frame = drop_duplicates(frame)
+        repeated_pairs_dropped = n_rows - len(frame)
+        origin = raw_dir
         if frame.empty:
             raise EmptyDatasetError(f"empty after filtering: {name} has no interaction with "
                                     f"both a user and an item in {raw_dir}")
@@ -65,6 +73,7 @@ def prepare_dataset(name: str, spec: dict[str, Any], raw_dir: str | Path,
         interactions = split_interactions(frame, split_spec)
         interactions, users, items = _compact_ids(interactions, users, items)
         kcore_info = kcore.as_json()
+    check_splits_not_empty(name, interactions["split"].to_numpy(), split_spec, origin)
 
     items_frame = module.load_items(source_spec, raw_dir, items, max_share)
     result = processed.Interactions(
@@ -75,7 +84,8 @@ def prepare_dataset(name: str, spec: dict[str, Any], raw_dir: str | Path,
         rating=interactions["rating"].to_numpy(np.float32),
         timestamp=interactions["timestamp"].to_numpy(np.int64))
     stats = {**compute_stats(result), "dataset": name, "kcore": kcore_info,
-             "split": split_spec, "source": source_spec}
+             "split": split_spec, "source": source_spec,
+             "repeated_pairs_dropped": repeated_pairs_dropped}
 
     with files.atomic_dir(out_dir) as tmp:
         processed.save_interactions(tmp, result)
@@ -86,6 +96,48 @@ def prepare_dataset(name: str, spec: dict[str, Any], raw_dir: str | Path,
              name, stats["users"], stats["items"], stats["interactions"], stats["train"],
              stats["valid"], stats["test"], out_dir)
     return stats
+
+
+_PART_NAMES = {processed.TRAIN: "train", processed.VALID: "validation",
+               processed.TEST: "test"}
+
+
+def check_splits_not_empty(name: str, split: np.ndarray, split_spec: dict[str, Any],
+                           origin: str | Path) -> None:
+    """Raise EmptyDatasetError naming the empty part(s) of the split and what to change."""
+    counts = np.bincount(split.astype(np.int64), minlength=3)
+    empty = [part for part in _PART_NAMES if counts[part] == 0]
+    if not empty:
+        return
+    names = [_PART_NAMES[part] for part in empty]
+    what = (f"the {names[0]} split is" if len(names) == 1
+            else f"the {', '.join(names[:-1])} and {names[-1]} splits are")
+    raise EmptyDatasetError(
+        f"dataset {name}: {what} empty (train {counts[0]} / validation {counts[1]} / test "
+        f"{counts[2]} interactions from {origin}, split {split_spec}); "
+        f"{_empty_split_advice(empty, split_spec, origin, len(split))}")
+
+
+def _empty_split_advice(empty: list[int], split_spec: dict[str, Any], origin: str | Path,
+                        n_rows: int) -> str:
+    method = split_spec.get("method")
+    if method == "given (mmrec folder)":
+        if n_rows == 0:
+            return f"{origin} has no interaction rows (only a header): use a complete folder"
+        labels = " or ".join(str(part) for part in empty)
+        return (f"{origin} has no row with x_label {labels} (0 train, 1 validation, 2 test): "
+                f"fix the folder's split, or import its pairs with a source that splits")
+    if method == "time_cut":
+        if processed.TRAIN in empty:
+            return ("no user has an interaction before valid_from (validation and test rows "
+                    "of users without training data are dropped): move split.valid_from later")
+        moves = {processed.VALID: "move split.valid_from earlier (validation is valid_from "
+                                  "up to test_from)",
+                 processed.TEST: "move split.test_from earlier (test is test_from onwards)"}
+        return ("; ".join(moves[part] for part in empty)
+                + "; only users with earlier (training) interactions are kept there")
+    return (f"too few interactions per user for split {method} (a user needs 3 to be in "
+            f"train, validation and test): raise kcore, or use more data")
 
 
 def write_items(path: Path, items: pd.DataFrame) -> None:
