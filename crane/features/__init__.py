@@ -6,7 +6,8 @@
   colour histogram for the offline demo).
 - `legacy`: the literature's 4096-d `image_features_<Cat>.b` vectors, streamed.
 - `mmrec`: an MMRec dataset folder's `<modality>_feat.npy`, taken as is.
-- `extract`: picks the encoder from its config, imputes missing rows, writes the folder.
+- `extract`: picks the encoder from its config, imputes missing rows, checks, writes the folder.
+- `checks`: the share of items without input (`max_missing_share`) and degenerate matrices.
 - `store`: the feature folder (`features.npy` + `manifest.json`) and its content hash.
 
 The package imports none of its modules: a training job reads features through `store`

@@ -2,8 +2,9 @@
 
 An encoder type is a function `(items, raw_dir, cfg, device, modality) -> EncodedItems`; this module
 picks it from the encoder config's `type`, fills the rows it could not describe with the mean
-of the others (recorded item by item in the manifest) and writes `features.npy` +
-`manifest.json` atomically.
+of the others (recorded item by item in the manifest), runs the checks of
+crane/features/checks.py (share of items without input, degenerate matrix) and writes
+`features.npy` + `manifest.json` atomically.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ import pandas as pd
 import crane
 from crane import files
 from crane.device import resolve_device
+from crane.features.checks import check_missing_share, check_not_degenerate, max_missing_share
 from crane.features.encoded import EncodedItems
 from crane.features.impute import impute_with_mean
-from crane.features.store import FeatureSet, write_feature_dir
+from crane.features.store import FeatureSet, check_feature_matrix, write_feature_dir
 from crane.modalities import MODALITIES
 
 log = logging.getLogger(__name__)
@@ -82,23 +84,31 @@ def extract_features(data_dir: str | os.PathLike, raw_dir: str | os.PathLike, mo
     if modality not in modalities:
         raise ValueError(f"encoders.{encoder_name}: type {encoder_type} makes "
                          f"{'/'.join(modalities)} features, not {modality}")
+    missing_limit = max_missing_share(encoder_cfg, encoder_name)
     device = str(resolve_device(device))
     items = read_items(data_dir)
+    if items.empty:
+        raise ValueError(f"{Path(data_dir) / 'items.parquet'}: no items to encode")
     started = time.perf_counter()
     encoded = encode(items, Path(raw_dir), dict(encoder_cfg), device, modality)
     log.info("%s/%s: encoded %d items in %.1fs", modality, encoder_name, len(items),
              time.perf_counter() - started)
 
-    what = f"{modality} features ({encoder_name})"
+    what = f"{modality} features ({encoder_name}) of {data_dir}"
     features = np.ascontiguousarray(encoded.features, dtype=np.float32)
     if features.shape[0] != len(items):
         raise ValueError(f"{what}: {features.shape[0]} rows for {len(items)} items")
-    features = impute_with_mean(features, encoded.present, what)
-    imputed_ids = np.flatnonzero(~np.asarray(encoded.present, dtype=bool))
+    present = np.asarray(encoded.present, dtype=bool)
+    asins = items["asin"].astype(str).to_numpy()
+    check_missing_share(present, encoded.problems, asins, missing_limit, str(data_dir),
+                        modality, encoder_name)
+    features = impute_with_mean(features, present, what)
+    imputed_ids = np.flatnonzero(~present)
     if len(imputed_ids):
         log.warning("%s: %d of %d items imputed with the mean vector", what, len(imputed_ids),
                     len(items))
-    asins = items["asin"].astype(str).to_numpy()
+    features = check_feature_matrix(features, what)  # NaN/inf named before the checks below
+    diversity = check_not_degenerate(features, present, what)
     manifest = {
         "modality": modality,
         "encoder": encoder_name,
@@ -107,9 +117,15 @@ def extract_features(data_dir: str | os.PathLike, raw_dir: str | os.PathLike, mo
         "imputed": {
             "method": "mean of the other items' vectors",
             "count": int(len(imputed_ids)),
+            "share": len(imputed_ids) / len(items),
             "items": [{"item_id": int(i), "asin": asins[i],
                        "reason": encoded.problems.get(int(i), "no vector")}
                       for i in imputed_ids],
+        },
+        "distinct_rows": diversity["distinct_rows"],
+        "checks": {
+            "max_missing_share": missing_limit,
+            "degenerate": diversity,
         },
         "inputs": {"items.parquet": files.sha256_file(Path(data_dir) / "items.parquet")},
         "device": device,

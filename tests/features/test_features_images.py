@@ -75,7 +75,8 @@ def test_histogram_features_impute_missing_and_unreadable_images(tmp_path, proce
     asins = write_image_cache(tmp_path / "raw")
     data_dir = processed_dir(make_items(asins))
     out = tmp_path / "features" / "image-colorhist"
-    cfg = {"type": "color_histogram", "bins": 4, "batch_size": 2}
+    # 3 of 7 items without a usable image: far above the default share, allowed here
+    cfg = {"type": "color_histogram", "bins": 4, "batch_size": 2, "max_missing_share": 0.5}
     extract_features(data_dir, tmp_path / "raw", "image", "colorhist", cfg, out)
 
     stored = load_features(out)
@@ -90,6 +91,10 @@ def test_histogram_features_impute_missing_and_unreadable_images(tmp_path, proce
         np.testing.assert_allclose(features[row], mean, rtol=1e-6)
     imputed = {entry["asin"]: entry for entry in manifest["imputed"]["items"]}
     assert manifest["imputed"]["count"] == 3
+    assert manifest["imputed"]["share"] == pytest.approx(3 / 7)
+    assert manifest["checks"]["max_missing_share"] == 0.5
+    # red, blue, green and the mean: the jpg and png reds fall in the same 4-level bins
+    assert manifest["distinct_rows"] == 4
     assert set(imputed) == {"MISSING001", "CORRUPT001", "TRUNCATE01"}
     assert imputed["MISSING001"]["reason"].startswith("missing")
     assert imputed["CORRUPT001"]["reason"].startswith("unreadable")
@@ -130,7 +135,7 @@ def test_open_clip_loads_weights_file_and_encodes_with_imputation(tmp_path, proc
     asins = write_image_cache(tmp_path / "raw")
     data_dir = processed_dir(make_items(asins))
     cfg = {"type": "open_clip", "arch": "crane-test-tiny-vit", "pretrained": "no-such-tag",
-           "weights": str(tiny_clip_weights), "batch_size": 3}
+           "weights": str(tiny_clip_weights), "batch_size": 3, "max_missing_share": 0.5}
     out = tmp_path / "features" / "image-tinyclip"
     extract_features(data_dir, tmp_path / "raw", "image", "tinyclip", cfg, out)
 
@@ -168,7 +173,7 @@ def test_mmrec_npy_is_taken_as_is(tmp_path, processed_dir):
     data_dir = processed_dir(make_items(["A", "B", "C"]))
     raw = tmp_path / "raw"
     raw.mkdir()
-    matrix = np.arange(12, dtype=np.float64).reshape(3, 4)
+    matrix = np.random.default_rng(0).standard_normal((3, 4))  # float64 on disk
     np.save(raw / "image_feat.npy", matrix)
     out = tmp_path / "features" / "image-mmrec"
     extract_features(data_dir, raw, "image", "mmrec", {"type": "mmrec_npy"}, out)

@@ -67,7 +67,8 @@ def test_legacy_encoder_imputes_missing_items_with_the_mean(tmp_path, processed_
                           ["B000000003", "B000000001", "B0000000XX"], vectors)
     data_dir = processed_dir(make_items(["B000000001", "B000000002", "B000000003"]))
     out = tmp_path / "features" / "image-cnn4096"
-    extract_features(data_dir, raw, "image", "cnn4096", {"type": "legacy_image_features"}, out)
+    extract_features(data_dir, raw, "image", "cnn4096",
+                     {"type": "legacy_image_features", "max_missing_share": 0.5}, out)
 
     stored = load_features(out)
     np.testing.assert_array_equal(stored.features[0], vectors[1])
