@@ -33,7 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="raw folder (image cache, .b / MMRec feature files)")
     features.add_argument("--modality", required=True, choices=list(MODALITIES))
     features.add_argument("--encoder", required=True, help="encoder name (config `encoders:`)")
-    add_spec_argument(features, help_text="the encoder's config (JSON, or @file)")
+    add_spec_argument(features, help_text="the encoder's config (JSON, or @file); its "
+                      "max_missing_share (default 0.05) is the largest share of items "
+                      "allowed to have no input")
     features.add_argument("--out", required=True, type=Path,
                           help="output folder, e.g. results/<ds>/features/<modality>-<encoder>")
     features.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -75,8 +77,10 @@ def run_features(args: argparse.Namespace) -> int:
     feature_set = extract_features(args.data, args.raw, args.modality, args.encoder, args.spec,
                                    args.out, device=args.device)
     manifest = feature_set.manifest
-    print(f"{args.out}: {manifest['n_items']} x {manifest['dim']}, "
-          f"{manifest['imputed']['count']} imputed, content_hash {manifest['content_hash'][:12]}")
+    imputed = manifest["imputed"]
+    print(f"{args.out}: {manifest['n_items']} x {manifest['dim']}, {imputed['count']} imputed "
+          f"({imputed['share']:.1%}), {manifest['distinct_rows']} distinct rows, "
+          f"content_hash {manifest['content_hash'][:12]}")
     return 0
 
 
