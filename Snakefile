@@ -23,6 +23,20 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
 
 
+# One workflow writes a results folder at a time: a second checkout pointing at the same
+# folder stops before its first job (crane/results_lock.py). Dry runs take no lock.
+onstart:
+    results_lock.acquire(R, workflow.basedir)
+
+
+onsuccess:
+    results_lock.release(R, workflow.basedir)
+
+
+onerror:
+    results_lock.release(R, workflow.basedir)
+
+
 rule all:
     input:
         rules.tables.output,

@@ -83,6 +83,38 @@ class StudyPlan:
         return {m: ModelSpec.load(m, self.models_dir, overrides.get(m)) for m in sorted(names)}
 
     # ---- hyper-parameters -------------------------------------------------------------
+    def check_points(self) -> None:
+        """Check every hyper-parameter point the study will train (default or grid points,
+        CRANE's ablation variants and sensitivity values) against its model's typed config
+        and the trainer settings, so that a misspelt or out-of-range value stops the workflow
+        before any job runs (instead of failing inside a training job)."""
+        from crane import models
+        from crane.engine.settings import TrainingConfig, split_point
+
+        training = TrainingConfig.from_dict(self.config.get("training"))
+        for name, spec in self.specs.items():
+            points = [("", p) for p in self.grid_points(name).values()]
+            if name == "crane" and self.ablations_enabled:
+                points += [(f"ablation {v!r}", {**spec.defaults, **extra})
+                           for v, extra in self.ablation_variants().items()]
+            if name == "crane" and self.sensitivity_enabled:
+                points += [(f"sensitivity {p}={v!r}", {**spec.defaults, p: v})
+                           for p, values in self.sensitivity_points().items() for v in values]
+            where = (f"model_overrides.{name} / {tuning.model_config_path(name, self.models_dir)}")
+            try:
+                config_class = models.get(name).config_class
+            except KeyError as error:
+                raise ConfigError(f"invalid config: models: {error.args[0]}") from None
+            for label, point in points:
+                try:
+                    model_hp, trainer = split_point(name, point, tuning.training_keys(spec.config))
+                    if config_class is not None:
+                        config_class.from_hparams(name, model_hp)
+                    training.updated(trainer)
+                except (TypeError, ValueError) as error:
+                    raise ConfigError(f"invalid config: {where}{' (' + label + ')' if label else ''}: "
+                                      f"{error}") from None
+
     @property
     def grid_search(self) -> bool:
         return self.config.get("tuning", "default") == "grid"

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable
 import pandas as pd
 import torch
 
-from crane import files
+from crane import files, models
 from crane.data.processed import TEST, VALID, Interactions
 from crane.device import describe, resolve_device
 from crane.engine.evaluate import FullRankingEvaluator
@@ -166,7 +166,11 @@ def train_run(*, data_dir: str | Path, feature_dirs: dict[str, str | Path] | Non
     """
     if not isinstance(training, TrainingConfig):
         training = TrainingConfig.from_dict(training)
-    _, resolved, from_point = resolve_training(model, hparams, training, training_keys)
+    model_hp, resolved, from_point = resolve_training(model, hparams, training, training_keys)
+    config_class = models.get(model).config_class
+    if config_class is not None:
+        # A wrong point fails here, before the run folder is touched or any data is loaded.
+        config_class.from_hparams(model, model_hp)
     for key, value in from_point.items():
         if value != getattr(training, key):
             log(f"{model}: training.{key} = {value!r} from the model's point "

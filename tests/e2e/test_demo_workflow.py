@@ -37,14 +37,14 @@ def finished_run(tmp_path_factory):
     done = snakemake(workdir)
     if done.returncode != 0:
         logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}"
-                         for p in sorted((workdir / "results-test").rglob("*.log")))
+                         for p in sorted((workdir / "results" / "test").rglob("*.log")))
         pytest.fail(f"snakemake failed:\n{done.stderr[-6000:]}\n{logs}")
     return workdir
 
 
 def test_tables_are_written_with_every_model(finished_run):
     config = yaml.safe_load(CONFIG.read_text())
-    tables = finished_run / "results-test" / "tables"
+    tables = finished_run / "results" / "test" / "tables"
     main = (tables / "main.md").read_text()
     for model in config["models"]:
         assert model in main.lower(), f"{model} missing from the main table"
@@ -56,7 +56,7 @@ def test_tables_are_written_with_every_model(finished_run):
 
 def test_every_run_folder_is_complete(finished_run):
     config = yaml.safe_load(CONFIG.read_text())
-    results = finished_run / "results-test" / "demo"
+    results = finished_run / "results" / "test" / "demo"
     for model in config["models"]:
         run = results / "runs" / "final" / model / "seed2024"
         metrics = json.loads((run / "metrics.json").read_text())
@@ -73,7 +73,7 @@ def test_every_run_folder_is_complete(finished_run):
 
 
 def test_features_have_manifests_and_the_text_is_real_minilm(finished_run):
-    features = finished_run / "results-test" / "demo" / "features"
+    features = finished_run / "results" / "test" / "demo" / "features"
     manifest = json.loads((features / "text-minilm" / "manifest.json").read_text())
     assert manifest["dim"] == 384
     image = json.loads((features / "image-colorhist" / "manifest.json").read_text())

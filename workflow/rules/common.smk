@@ -6,7 +6,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from crane import layout
+from crane import layout, results_lock
 from crane.code_inputs import CodeIndex
 from crane.config import validate_config
 from crane.graphs import plan as graph_plan
@@ -19,6 +19,8 @@ config.clear()
 config.update(_resolved)
 
 PLAN = StudyPlan(config)
+# Every hyper-parameter point the study trains is checked now, before any job runs.
+PLAN.check_points()
 R = PLAN.results
 DEVICE = config["device"]
 TRAINING = config["training"]
@@ -35,11 +37,27 @@ wildcard_constraints:
     seed="[0-9]+",
     hp="[0-9a-f]{12}",
     graph="[a-z_]+-k[0-9]+",
+    encoder="[A-Za-z0-9_]+",
+    variant="[a-z0-9_]+",
+    param="[a-z0-9_]+",
 
 
+# Every value that reaches a shell command is quoted: paths and names with `:q` in the rule's
+# command, and values built here (JSON, argument lists) with shlex.quote, so a results folder
+# with a space or a `;` in it is a folder name, never a command.
 def q(obj):
     """Shell-quoted JSON: how a rule hands a config subset to a `crane` command."""
     return shlex.quote(json.dumps(obj, sort_keys=True))
+
+
+def quoted(values):
+    """Values as shell words, each quoted."""
+    return " ".join(shlex.quote(str(v)) for v in values)
+
+
+def args(flag, values):
+    """`flag v1 flag v2 ...`, each value quoted."""
+    return " ".join(f"{flag} {shlex.quote(str(v))}" for v in values)
 
 
 def code(command, models=()):
@@ -60,7 +78,7 @@ def bench_file(job, dataset="{dataset}"):
 
 def feature_args(dataset, modalities=None):
     dirs = PLAN.feature_dirs(dataset)
-    return " ".join(f"--feature {m}={dirs[m]}" for m in (modalities or dirs))
+    return args("--feature", [f"{m}={dirs[m]}" for m in (modalities or dirs)])
 
 
 def feature_matrices(dataset, modalities=None):

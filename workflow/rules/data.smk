@@ -17,7 +17,7 @@ rule acquire:
         mem_mb=2000,
         runtime=240,
     shell:
-        "{CRANE} acquire --dataset {wildcards.dataset} --spec {params.spec} --out {params.raw} > {log} 2>&1"
+        "{CRANE} acquire --dataset {wildcards.dataset:q} --spec {params.spec} --out {params.raw:q} > {log:q} 2>&1"
 
 
 rule preprocess:
@@ -40,8 +40,8 @@ rule preprocess:
         mem_mb=8000,
         runtime=60,
     shell:
-        "{CRANE} preprocess --dataset {wildcards.dataset} --spec {params.spec} --raw {params.raw}"
-        " --out {params.out} > {log} 2>&1"
+        "{CRANE} preprocess --dataset {wildcards.dataset:q} --spec {params.spec} --raw {params.raw:q}"
+        " --out {params.out:q} > {log:q} 2>&1"
 
 
 rule dataset_stats:
@@ -56,4 +56,4 @@ rule dataset_stats:
         log_file("stats"),
     localrule: True
     shell:
-        "{CRANE} stats --data {params.data} --out {output} > {log} 2>&1"
+        "{CRANE} stats --data {params.data:q} --out {output:q} > {log:q} 2>&1"

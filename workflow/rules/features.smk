@@ -19,7 +19,7 @@ rule fetch_images:
         mem_mb=2000,
         runtime=720,
     shell:
-        "{CRANE} fetch-images --data {params.data} --raw {params.raw} --report {output} > {log} 2>&1"
+        "{CRANE} fetch-images --data {params.data:q} --raw {params.raw:q} --report {output:q} > {log:q} 2>&1"
 
 
 def fetched_images(wildcards):
@@ -51,9 +51,9 @@ rule features:
         mem_mb=8000,
         runtime=240,
     shell:
-        "OMP_NUM_THREADS={threads} {CRANE} features --data {params.data} --raw {params.raw} --modality {wildcards.modality}"
-        " --encoder {wildcards.encoder} --spec {params.spec} --out {params.out} --device {DEVICE}"
-        " > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {CRANE} features --data {params.data:q} --raw {params.raw:q}"
+        " --modality {wildcards.modality:q} --encoder {wildcards.encoder:q} --spec {params.spec}"
+        " --out {params.out:q} --device {DEVICE:q} > {log:q} 2>&1"
 
 
 def planned_graph(wildcards):
@@ -92,6 +92,6 @@ rule knn_graph:
         mem_mb=8000,
         runtime=60,
     shell:
-        "OMP_NUM_THREADS={threads} {CRANE} graphs {params.features} --k {params.k} {params.mean_cosine}"
-        " --device {DEVICE} --out {params.out} --index {output} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {CRANE} graphs {params.features} --k {params.k:q} {params.mean_cosine}"
+        " --device {DEVICE:q} --out {params.out:q} --index {output:q} > {log:q} 2>&1"
 

@@ -32,12 +32,12 @@ RUN_RESOURCES = dict(mem_mb=run_mem_mb, runtime=720)
 # torch uses as many threads as the job was given: two jobs with two threads each on two
 # cores would spin against each other.
 RUN_SHELL = (
-    "OMP_NUM_THREADS={threads} {CRANE} " + TRAIN_COMMAND + " --dataset {wildcards.dataset}"
-    " --data {params.data} {params.features}"
-    " --cache {params.cache} --model {params.model} --seed {wildcards.seed}"
-    " --training {params.training} --device {DEVICE} {MODEL_CONFIG} {params.hparams}"
-    " --out {params.out}"
-    " > {log} 2>&1"
+    "OMP_NUM_THREADS={threads} {CRANE} " + TRAIN_COMMAND + " --dataset {wildcards.dataset:q}"
+    " --data {params.data:q} {params.features}"
+    " --cache {params.cache:q} --model {params.model:q} --seed {wildcards.seed:q}"
+    " --training {params.training} --device {DEVICE:q} {MODEL_CONFIG} {params.hparams}"
+    " --out {params.out:q}"
+    " > {log:q} 2>&1"
 )
 
 
@@ -84,19 +84,19 @@ rule select:
                         for run in PLAN.tuning_runs(w.dataset, w.model)],
         code=code("select"),
     params:
-        runs=lambda w: " ".join(PLAN.tuning_runs(w.dataset, w.model)),
+        runs=lambda w: quoted(PLAN.tuning_runs(w.dataset, w.model)),
         metric=TRAINING["valid_metric"],
     log:
         log_file("select_{model}"),
     localrule: True
     shell:
-        "{CRANE} select --runs {params.runs} --metric {params.metric} --out {output} > {log} 2>&1"
+        "{CRANE} select --runs {params.runs} --metric {params.metric:q} --out {output:q} > {log:q} 2>&1"
 
 
 def selected_hparams(dataset, model):
     """--selected FILE when a grid is searched, else the default point inline."""
     if PLAN.needs_selection(model):
-        return f"--selected {PLAN.selection(dataset, model)}"
+        return f"--selected {shlex.quote(PLAN.selection(dataset, model))}"
     return "--hparams " + q(PLAN.default_hparams(model))
 
 
@@ -112,7 +112,7 @@ def selection_input(model):
 def tuning_run(wildcards):
     """The seed-0 grid run of the selected point is reused, not retrained."""
     if PLAN.needs_selection(wildcards.model) and int(wildcards.seed) == PLAN.tuning_seed:
-        return f"--reuse-from {PLAN.grid_runs_root(wildcards.dataset, wildcards.model)}"
+        return f"--reuse-from {shlex.quote(PLAN.grid_runs_root(wildcards.dataset, wildcards.model))}"
     return ""
 
 
@@ -201,9 +201,9 @@ rule runs_index:
         runs=lambda w: [str(layout.run_metrics_path(run)) for run in PLAN.dataset_runs(w.dataset)],
         code=code("runs-index"),
     params:
-        runs=lambda w: " ".join(PLAN.dataset_runs(w.dataset)),
+        runs=lambda w: quoted(PLAN.dataset_runs(w.dataset)),
     log:
         log_file("runs_index"),
     localrule: True
     shell:
-        "{CRANE} runs-index --out {output} {params.runs} > {log} 2>&1"
+        "{CRANE} runs-index --out {output:q} {params.runs} > {log:q} 2>&1"
