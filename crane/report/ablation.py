@@ -10,7 +10,7 @@ import pandas as pd
 
 from crane.report.aggregate import lookup, summarise_over_seeds
 from crane.report.collect import RunCollection
-from crane.report.naming import MAIN_METRICS, ablation_label, metric_label
+from crane.report.naming import MAIN_METRICS, ablation_label, metric_label, seeds_spread
 from crane.report.tables import DASH, Cell, Row, Section, Table, format_mean_std, rank_emphasis
 
 FULL_VARIANT = "crane"
@@ -42,9 +42,8 @@ def ablation_table(runs: RunCollection, datasets: Sequence[str], variants: Seque
             text = DASH if row is None else format_mean_std(row["mean"], row["std"])
             cells.append(Cell(text, emphasis[(dataset, variant, metric)]))
         rows.append(Row(ablation_label(variant), cells))
-    notes = [f"Test metrics, mean ± sample std (ddof=1) over seeds "
-             f"{', '.join(map(str, seeds))}; best per column in bold, second underlined; "
-             f"– = no run."]
+    notes = [f"Test metrics, {seeds_spread(seeds)}; best per column in bold, second "
+             f"underlined; – = no run."]
     absent = sorted(" ".join(f"{k}={v}" for k, v in m.key) for m in runs.missing)
     if absent:
         notes.append("Missing runs: " + "; ".join(absent) + ".")

@@ -1,13 +1,13 @@
 """Build every table and figure of the study into one folder (results/tables/ by default).
 
 Outputs, by part (see `PARTS`):
-  main             main.md/.tex/.csv, main_significance.csv, metrics.json (for `dvc metrics`)
-  datasets         datasets.md/.tex/.csv
-  hyperparameters  hyperparameters.md/.tex/.csv
-  user_activity    user_activity.md/.tex/.csv
-  efficiency       efficiency.md/.tex/.csv
+  main             main.md/.tex/.html/.csv, main_significance.csv, metrics.json (for `dvc metrics`)
+  datasets         datasets.md/.tex/.html/.csv
+  hyperparameters  hyperparameters.md/.tex/.html/.csv
+  user_activity    user_activity.md/.tex/.html/.csv
+  efficiency       efficiency.md/.tex/.html/.csv
   convergence      convergence.png/.pdf, convergence.csv (model, dataset, epoch, metric; `dvc plots`)
-  ablation         ablation.md/.tex/.csv
+  ablation         ablation.md/.tex/.html/.csv
   sensitivity      sensitivity.png/.pdf, sensitivity.csv
 and always missing.txt: every expected input that was not found.
 """
@@ -95,7 +95,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, datasets: Sequenc
         written |= write_table(table, data, out_dir, "efficiency")
     if "convergence" in parts:
         curves, absent = convergence_data(runs, datasets, models, curve_metric)
-        written |= save_figure(convergence_figure(curves, datasets, models, curve_metric),
+        written |= save_figure(convergence_figure(curves, datasets, models, curve_metric, ours),
                                out_dir, "convergence")
         written |= _write_text(out_dir / "convergence.csv", to_csv(curves))
         missing.extend(absent)
@@ -120,7 +120,7 @@ def write_ablation(results_dir: str | Path, out_dir: str | Path, datasets: Seque
                    seeds: Sequence[int], variants: Sequence[str] | None = None,
                    metrics: Sequence[str] = MAIN_METRICS
                    ) -> tuple[dict[str, Path], list[MissingRun]]:
-    """ablation.md/.tex/.csv; `variants` default to the folders under results/<d>/ablations/."""
+    """ablation.md/.tex/.html/.csv; `variants` default to the folders under results/<d>/ablations/."""
     results_dir = Path(results_dir)
     if variants is None:
         variants = discover_ablation_variants(results_dir, datasets)
@@ -140,8 +140,8 @@ def write_sensitivity(results_dir: str | Path, out_dir: str | Path, datasets: Se
             for p, v in sorted(grid.items())}
     runs = collect_sensitivity_runs(results_dir, datasets, grid, seeds)
     summary = sensitivity_data(runs, metric)
-    written = save_figure(sensitivity_figure(summary, datasets, list(grid), metric), Path(out_dir),
-                          "sensitivity")
+    figure = sensitivity_figure(summary, datasets, list(grid), metric, seeds)
+    written = save_figure(figure, Path(out_dir), "sensitivity")
     written |= _write_text(Path(out_dir) / "sensitivity.csv", to_csv(summary))
     return written, runs.missing
 

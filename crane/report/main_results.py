@@ -14,7 +14,7 @@ from crane.report import significance
 from crane.report.aggregate import lookup, summarise_over_seeds
 from crane.report.collect import MissingRun, RunCollection, load_user_metrics
 from crane.report.naming import (MAIN_METRICS, group_label, group_of, grouped_models,
-                                 metric_label, model_label)
+                                 metric_label, model_label, seeds_spread)
 from crane.report.tables import (DASH, Cell, Row, Section, Table, format_mean_std,
                                  rank_emphasis)
 
@@ -73,7 +73,8 @@ def main_results(runs: RunCollection, datasets: Sequence[str], models: Sequence[
         sections.append(Section(None, [Row(f"{model_label(ours)} improvement", cells)]))
 
     table = Table(
-        caption="Test performance: mean ± std over seeds",
+        caption=("Test performance: mean ± std over seeds" if len(seeds) > 1
+                 else f"Test performance on one seed ({seeds[0]})"),
         key="main",
         stub_header="Model",
         columns=[metric_label(metric) for _, metric in columns],
@@ -154,8 +155,7 @@ def _notes(seeds, ours, test, pairing, tests, missing_runs, missing_all, models)
              if pairing == "user_mean" else "one pair per (seed, user), pairs of all seeds pooled")
     notes = [
         f"Test metrics at the best validation epoch of the selected hyper-parameters; "
-        f"mean ± sample standard deviation (ddof=1) over seeds {', '.join(map(str, seeds))}; "
-        f"a cell from a single seed shows the mean only; – = no run.",
+        f"{seeds_spread(seeds)}; a cell from a single seed shows the mean only; – = no run.",
         "Per column the best mean is in bold and the second best underlined "
         "(compared at 4 decimals; tied models share the emphasis).",
     ]

@@ -77,6 +77,14 @@ def metric_label(metric: str) -> str:
     return f"{label}@{k}" if k else label
 
 
+def seeds_spread(seeds: Sequence[int]) -> str:
+    """How a table's cells summarise its seeds, worded right for one seed and for several."""
+    listed = ", ".join(map(str, seeds))
+    if len(seeds) == 1:
+        return f"one seed ({listed}), so no standard deviation"
+    return f"mean ± sample std (ddof=1) over {len(seeds)} seeds ({listed})"
+
+
 def group_label(group: str, ours: str = "crane") -> str:
     """Section title of a group; the "ours" group is named after our model."""
     return model_label(ours) if group == OURS else GROUP_LABELS[group]

@@ -25,8 +25,14 @@ SENSITIVITY_COLUMNS = ["dataset", "param", "param_value", "x", "mean", "std", "n
 # Fixed metadata: no creation date, no producer version, so output bytes are reproducible.
 _PNG_METADATA = {"Software": None}
 _PDF_METADATA = {"CreationDate": None, "Producer": None, "Creator": None}
-_PALETTE = [f"tab:{c}" for c in ("blue", "orange", "green", "red", "purple", "brown", "pink",
-                                  "gray", "olive", "cyan")] + ["black", "gold"]
+# One (colour, marker) per model: ten colours and nine markers, so the pairs stay distinct for
+# up to 90 models even where two colours look alike (colour-blind readers, grey print).
+_COLOURS = [f"tab:{c}" for c in ("blue", "orange", "green", "red", "purple", "brown", "pink",
+                                  "gray", "olive", "cyan")]
+_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">"]
+_OURS_STYLE = {"color": "black", "marker": "*", "linewidth": 2.6, "markersize": 8, "zorder": 5}
+_MARKS_PER_CURVE = 8  # markers along a curve, whatever its number of epochs
+FITTED_ONCE_NOTE = "fitted once"  # legend suffix of a model without training epochs
 
 
 def convergence_data(runs: RunCollection, datasets: Sequence[str], models: Sequence[str],
@@ -59,15 +65,27 @@ def convergence_data(runs: RunCollection, datasets: Sequence[str], models: Seque
 
 
 def convergence_figure(curves: pd.DataFrame, datasets: Sequence[str], models: Sequence[str],
-                       metric: str = "recall@20") -> Figure:
+                       metric: str = "recall@20", ours: str = "crane") -> Figure:
+    """One panel per dataset, one curve per model; the legend sits right of the panels.
+
+    A model fitted once (one validation point, e.g. MostPop) has no curve: its score is drawn
+    as a dashed horizontal line across the panel, so it is visible and comparable.
+    """
     figure, axes = _grid(len(datasets), width=4.2)
     for axis, dataset in zip(axes, datasets):
         subset = curves[curves["dataset"] == dataset]
         for model in models:
             line = subset[subset["model"] == model]
-            if not line.empty:
-                axis.plot(line["epoch"], line[metric], label=model_label(model), linewidth=1.2,
-                          color=_colour(models, model))
+            if line.empty:
+                continue
+            style = model_style(models, model, ours)
+            if len(line) == 1:
+                axis.axhline(line[metric].iloc[0], linestyle="--", linewidth=1.4,
+                             color=style["color"], marker=style["marker"], clip_on=False,
+                             label=f"{model_label(model)} ({FITTED_ONCE_NOTE})")
+                continue
+            axis.plot(line["epoch"], line[metric], label=model_label(model),
+                      markevery=max(1, len(line) // _MARKS_PER_CURVE), **style)
         axis.set_title(dataset)
         axis.set_xlabel("epoch")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -75,10 +93,18 @@ def convergence_figure(curves: pd.DataFrame, datasets: Sequence[str], models: Se
         axis.grid(True, alpha=0.3)
         if subset.empty:
             _no_data(axis)
-        else:
-            axis.legend(fontsize="small")
-    figure.tight_layout()
+    _legend_outside(figure, axes)
     return figure
+
+
+def model_style(models: Sequence[str], model: str, ours: str = "crane") -> dict:
+    """Line style of a model, the same in every panel: `ours` thick black with a star, the
+    others a (colour, marker) pair by their position among the non-`ours` models."""
+    if model == ours:
+        return dict(_OURS_STYLE)
+    index = [m for m in models if m != ours].index(model)
+    return {"color": _COLOURS[index % len(_COLOURS)], "marker": _MARKERS[index % len(_MARKERS)],
+            "linewidth": 1.3, "markersize": 5, "zorder": 3}
 
 
 def sensitivity_data(runs: RunCollection, metric: str = "recall@20") -> pd.DataFrame:
@@ -93,16 +119,22 @@ def sensitivity_data(runs: RunCollection, metric: str = "recall@20") -> pd.DataF
 
 
 def sensitivity_figure(summary: pd.DataFrame, datasets: Sequence[str], params: Sequence[str],
-                       metric: str = "recall@20") -> Figure:
+                       metric: str = "recall@20",
+                       seeds: Sequence[int] | None = None) -> Figure:
+    """One panel per parameter, one line per dataset: mean over seeds with ± one sample std
+    error bars. The title says over how many seeds; with one there are no error bars."""
     figure, axes = _grid(max(len(params), 1), width=3.8)
     for axis, param in zip(axes, params):
         subset = summary[summary["param"] == param]
         for dataset in datasets:
             line = subset[subset["dataset"] == dataset].sort_values("x")
-            if not line.empty:
-                axis.errorbar(line["x"], line["mean"], yerr=line["std"].fillna(0.0),
-                              label=dataset, color=_colour(datasets, dataset), marker="o",
-                              markersize=3, capsize=3, linewidth=1.2)
+            if line.empty:
+                continue
+            several = (line["n_seeds"] > 1).any()
+            axis.errorbar(line["x"], line["mean"],
+                          yerr=line["std"].fillna(0.0) if several else None,
+                          label=dataset, markersize=4, capsize=4, linewidth=1.4,
+                          **_dataset_style(datasets, dataset))
         if _wants_log_axis(subset["x"]):
             axis.set_xscale("log")
         elif not subset.empty and (subset["x"] % 1 == 0).all():
@@ -113,13 +145,39 @@ def sensitivity_figure(summary: pd.DataFrame, datasets: Sequence[str], params: S
         axis.grid(True, alpha=0.3)
         if subset.empty:
             _no_data(axis)
-        else:
-            axis.legend(fontsize="small")
     if not params:
         axes[0].set_axis_off()
         _no_data(axes[0], "no sensitivity runs")
-    figure.tight_layout()
+    figure.suptitle(_seeds_title(summary, seeds), fontsize="medium")
+    _legend_outside(figure, axes)
     return figure
+
+
+def _dataset_style(datasets: Sequence[str], dataset: str) -> dict:
+    index = list(datasets).index(dataset)
+    return {"color": _COLOURS[index % len(_COLOURS)], "marker": _MARKERS[index % len(_MARKERS)]}
+
+
+def _seeds_title(summary: pd.DataFrame, seeds: Sequence[int] | None) -> str:
+    """What the points are: mean ± std over N seeds, or one seed without error bars."""
+    n = len(seeds) if seeds is not None else int(summary["n_seeds"].max() or 0)
+    listed = f" ({', '.join(map(str, seeds))})" if seeds is not None else ""
+    if n > 1:
+        return f"mean ± sample std over {n} seeds{listed}"
+    return f"one seed{listed}: no error bars"
+
+
+def _legend_outside(figure: Figure, axes) -> None:
+    """One legend for all panels, right of them, so that it never covers a curve."""
+    handles, labels = {}, []
+    for axis in axes:
+        for handle, label in zip(*axis.get_legend_handles_labels()):
+            if label not in handles:
+                handles[label] = handle
+                labels.append(label)
+    if labels:
+        figure.legend([handles[label] for label in labels], labels, loc="outside right upper",
+                      fontsize="small", frameon=False)
 
 
 def save_figure(figure: Figure, out_dir: Path, stem: str) -> dict[str, Path]:
@@ -134,15 +192,11 @@ def save_figure(figure: Figure, out_dir: Path, stem: str) -> dict[str, Path]:
 
 
 def _grid(n_panels: int, width: float):
-    figure = Figure(figsize=(width * n_panels, 3.2))
+    # Constrained layout makes room for the legend outside the panels (loc="outside ...").
+    figure = Figure(figsize=(width * n_panels + 1.8, 3.4), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, n_panels, squeeze=False)[0]
     return figure, list(axes)
-
-
-def _colour(names: Sequence[str], name: str) -> str:
-    """One colour per name across all panels (a model missing from a panel shifts nothing)."""
-    return _PALETTE[list(names).index(name) % len(_PALETTE)]
 
 
 def _wants_log_axis(x: pd.Series) -> bool:

@@ -1,4 +1,4 @@
-"""A small table model and its Markdown, LaTeX (booktabs) and CSV renderings.
+"""A small table model and its Markdown, LaTeX (booktabs), HTML and CSV renderings.
 
 Table builders produce a `Table` (what a reader sees: formatted text, emphasis, notes) and
 a tidy `pandas.DataFrame` (what a program reads: numbers, written as CSV). Emphasis: the best
@@ -7,6 +7,7 @@ value of a column in bold, the second best underlined.
 
 from __future__ import annotations
 
+import html
 import math
 import re
 from dataclasses import dataclass, field
@@ -217,6 +218,75 @@ def to_latex(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
+# -- HTML --------------------------------------------------------------------------------------
+
+# A standalone page: the Snakemake report shows an .html result inline (in an iframe), while a
+# Markdown result can only be downloaded. Plain CSS, no scripts, no external resources.
+_HTML_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 1rem;
+       color: #1f2328; background: #fff; }
+table { border-collapse: collapse; font-size: 0.9rem; font-variant-numeric: tabular-nums; }
+caption { caption-side: top; text-align: left; font-weight: 600; font-size: 1.05rem;
+          padding-bottom: 0.5rem; }
+th, td { padding: 0.3rem 0.7rem; white-space: nowrap; }
+thead th { border-bottom: 1px solid #57606a; font-weight: 600; }
+thead tr:first-child th { border-top: 2px solid #1f2328; }
+thead th.group { border-bottom: 1px solid #8c959f; text-align: center; }
+tbody tr:last-child td, tbody tr:last-child th { border-bottom: 2px solid #1f2328; }
+tbody tr:nth-child(even) { background: #f6f8fa; }
+tbody th { text-align: left; font-weight: normal; }
+tr.section th { font-style: italic; font-weight: 600; background: #eaeef2;
+                border-top: 1px solid #8c959f; }
+.l { text-align: left; } .r { text-align: right; } .c { text-align: center; }
+strong { font-weight: 700; }
+.notes { max-width: 60rem; font-size: 0.85rem; color: #424a53; margin-top: 0.8rem; }
+.notes p { margin: 0.25rem 0; }
+"""
+
+
+def _html_cell(cell: Cell) -> str:
+    text = html.escape(cell.text)
+    if cell.emphasis == BEST:
+        text = f"<strong>{text}</strong>"
+    elif cell.emphasis == SECOND:
+        text = f"<u>{text}</u>"
+    if cell.mark:
+        text = f"{text}<sup>{html.escape(cell.mark)}</sup>"
+    return text
+
+
+def to_html(table: Table) -> str:
+    """The table as a standalone HTML page: caption, grouped headers, sections, notes."""
+    width = len(table.columns) + 1
+    head = []
+    if table.column_groups:
+        spans = "".join(f'<th class="group" colspan="{n}">{html.escape(group)}</th>'
+                        for group, n in table.column_groups)
+        head.append(f"<tr><th></th>{spans}</tr>")
+    columns = "".join(f'<th class="{a}">{html.escape(column)}</th>'
+                      for column, a in zip(table.columns, table.align))
+    head.append(f'<tr><th class="l">{html.escape(table.stub_header)}</th>{columns}</tr>')
+    body = []
+    for section in table.sections:
+        if section.label is not None:
+            body.append(f'<tr class="section"><th colspan="{width}">'
+                        f"{html.escape(section.label)}</th></tr>")
+        for row in section.rows:
+            cells = "".join(f'<td class="{a}">{_html_cell(cell)}</td>'
+                            for cell, a in zip(row.cells, table.align))
+            body.append(f"<tr><th>{html.escape(row.label)}</th>{cells}</tr>")
+    notes = "".join(f"<p>{html.escape(note)}</p>" for note in table.notes)
+    lines = [
+        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+        f"<title>{html.escape(table.caption)}</title>", f"<style>{_HTML_STYLE}</style>",
+        "</head>", "<body>", f'<table id="tab-{html.escape(table.key)}">',
+        f"<caption>{html.escape(table.caption)}</caption>",
+        "<thead>", *head, "</thead>", "<tbody>", *body, "</tbody>", "</table>",
+        *([f'<div class="notes">{notes}</div>'] if notes else []), "</body>", "</html>",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 # -- CSV and writing ---------------------------------------------------------------------------
 
 def to_csv(data: pd.DataFrame, significant_digits: int = 8) -> str:
@@ -228,11 +298,11 @@ def to_csv(data: pd.DataFrame, significant_digits: int = 8) -> str:
 
 
 def write_table(table: Table, data: pd.DataFrame, out_dir: Path, stem: str) -> dict[str, Path]:
-    """Write <stem>.md, <stem>.tex, <stem>.csv atomically; return {file name: path}."""
+    """Write <stem>.md, .tex, .html, .csv atomically; return {file name: path}."""
     out_dir = Path(out_dir)
     written = {}
     for suffix, text in ((".md", to_markdown(table)), (".tex", to_latex(table)),
-                         (".csv", to_csv(data))):
+                         (".html", to_html(table)), (".csv", to_csv(data))):
         path = out_dir / f"{stem}{suffix}"
         files.write_text(path, text)
         written[path.name] = path

@@ -16,7 +16,7 @@ MODELS = ["bpr", "lightgcn", "crane"]
 SEEDS = [1, 2]
 EXPECTED_FILES = sorted(
     [f"{stem}.{ext}" for stem in ("main", "datasets", "hyperparameters", "user_activity",
-                                  "ablation", "efficiency") for ext in ("md", "tex", "csv")]
+                                  "ablation", "efficiency") for ext in ("md", "tex", "html", "csv")]
     + ["main_significance.csv", "metrics.json", "missing.txt", "convergence.png",
        "convergence.pdf", "convergence.csv", "sensitivity.png", "sensitivity.pdf",
        "sensitivity.csv"])
@@ -81,8 +81,9 @@ def test_build_report_is_deterministic(study, tmp_path):
 def test_parts_limit_the_outputs(study, tmp_path):
     written = build_report(study, tmp_path / "t", ["baby"], MODELS, SEEDS,
                            parts=["datasets", "ablation"])
-    assert sorted(written) == ["ablation.csv", "ablation.md", "ablation.tex", "datasets.csv",
-                               "datasets.md", "datasets.tex", "missing.txt"]
+    assert sorted(written) == ["ablation.csv", "ablation.html", "ablation.md", "ablation.tex",
+                               "datasets.csv", "datasets.html", "datasets.md", "datasets.tex",
+                               "missing.txt"]
     with pytest.raises(ValueError, match="unknown part"):
         build_report(study, tmp_path / "t", ["baby"], MODELS, SEEDS, parts=["mian"])
 

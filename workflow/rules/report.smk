@@ -40,27 +40,48 @@ def scope_options(part, datasets, seeds):
 T = str(layout.tables_dir(R))
 
 
-def table(name, category, caption=None):
-    """A table or plot of the Snakemake report, labelled for browsing."""
+def table(name):
+    """A file of the tables rule that is not shown in the report (Markdown, LaTeX, CSV)."""
+    return str(layout.table_path(R, name))
+
+
+def shown(name, category, label, caption=None):
+    """A table (its standalone .html page) or plot (.png) shown inline in the Snakemake
+    report, under `category`, labelled for browsing. The report shows .html and .png results
+    in the page; .md results could only be downloaded. One label only: the report turns a
+    second label with two values into a toggle, which breaks a category of two results."""
     return report(str(layout.table_path(R, name)),
                   caption=f"../report/{caption or name.split('.')[0]}.rst",
-                  category=category, labels={"output": name})
+                  category=category, labels={"table": label})
+
+
+def seeds_text(seeds):
+    """Seeds as the report captions read them (space separated)."""
+    return " ".join(map(str, seeds))
 
 
 rule tables:
     output:
-        main=table("main.md", "Results"),
-        tex=str(layout.table_path(R, "main.tex")),
-        csv=str(layout.table_path(R, "main.csv")),
-        metrics=str(layout.table_path(R, "metrics.json")),
-        datasets=table("datasets.md", "Datasets"),
-        hyperparameters=table("hyperparameters.md", "Results"),
-        user_activity=table("user_activity.md", "Results"),
-        efficiency=table("efficiency.md", "Efficiency"),
-        convergence=table("convergence.png", "Efficiency"),
-        convergence_csv=str(layout.table_path(R, "convergence.csv")),
-        extra=([table("ablation.md", "Ablations")] if PLAN.ablations_enabled else [])
-        + ([table("sensitivity.png", "Ablations")] if PLAN.sensitivity_enabled else []),
+        main=table("main.md"),
+        main_html=shown("main.html", "Results", "main results"),
+        tex=table("main.tex"),
+        csv=table("main.csv"),
+        metrics=table("metrics.json"),
+        datasets=table("datasets.md"),
+        datasets_html=shown("datasets.html", "Datasets", "dataset statistics"),
+        hyperparameters=table("hyperparameters.md"),
+        hyperparameters_html=shown("hyperparameters.html", "Results",
+                                   "selected hyper-parameters"),
+        user_activity=table("user_activity.md"),
+        user_activity_html=shown("user_activity.html", "Results", "by user activity"),
+        efficiency=table("efficiency.md"),
+        efficiency_html=shown("efficiency.html", "Efficiency", "training efficiency"),
+        convergence=shown("convergence.png", "Efficiency", "convergence curves"),
+        convergence_csv=table("convergence.csv"),
+        extra=([table("ablation.md"), shown("ablation.html", "Ablations", "ablation study")]
+               if PLAN.ablations_enabled else [])
+        + ([shown("sensitivity.png", "Ablations", "sensitivity")]
+           if PLAN.sensitivity_enabled else []),
     input:
         unpack(table_inputs),
         code=code("tables"),
@@ -70,6 +91,12 @@ rule tables:
         seeds=" ".join(map(str, PLAN.seeds)),
         test=config["report"]["significance_test"],
         options=report_options(),
+        # read by the report captions (workflow/report/*.rst), which word one seed and
+        # several seeds differently
+        ablation_seeds=(seeds_text(PLAN.section_scope("ablations")[1])
+                        if PLAN.ablations_enabled else ""),
+        sensitivity_seeds=(seeds_text(PLAN.section_scope("sensitivity")[1])
+                           if PLAN.sensitivity_enabled else ""),
     log:
         str(layout.study_log_path(R, "tables")),
     localrule: True
