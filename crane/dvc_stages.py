@@ -32,6 +32,7 @@ from crane import layout
 from crane.code_inputs import CodeIndex
 from crane.config import load_yaml, validate_config
 from crane.graphs import plan as graph_plan
+from crane.report.headline_metrics import FOLDER as HEADLINE_FOLDER
 from crane.study import TRAIN_COMMAND, StudyPlan
 from crane.tuning import model_config_path
 
@@ -133,12 +134,23 @@ def build_stages(config_path: str, config: dict[str, Any],
         "params": [{config_path: [key for key in ("report", "models", "seeds") if key in config]}],
         "outs": _persist(layout.tables_dir(results)),
     }
-    # Top-level metrics and plots point into the tables stage's output folder.
+    return {"stages": stages, **_metrics_and_plots(plan)}
+
+
+def _metrics_and_plots(plan: StudyPlan) -> dict[str, Any]:
+    """Top-level metrics and plots, inside the tables stage's output folder.
+
+    Metrics: the headline folder, one file per dataset and model, so that `dvc metrics show`
+    prints one row per model (the full metrics.json stays an output of the tables stage).
+    Plots: the report's own PNG figures, one curve per model. DVC shows images as plain
+    <img> tags, so `dvc plots show` works offline; a data plot (CSV) would be drawn by Vega,
+    which DVC's page loads from a CDN, and DVC's templates have no per-model colour.
+    """
+    results = plan.results
+    figures = ["convergence.png"] + (["sensitivity.png"] if plan.sensitivity_enabled else [])
     return {
-        "stages": stages,
-        "metrics": [str(layout.table_path(results, "metrics.json"))],
-        "plots": [{str(layout.table_path(results, "convergence.csv")): {
-            "x": "epoch", "y": "recall@20", "title": "validation Recall@20 per epoch"}}],
+        "metrics": [str(layout.table_path(results, HEADLINE_FOLDER))],
+        "plots": [str(layout.table_path(results, name)) for name in figures],
     }
 
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
-
-import pandas as pd
+from typing import TYPE_CHECKING, Sequence
 
 from crane import files
+
+if TYPE_CHECKING:  # pandas only for the annotations: `crane dvc-yaml` imports FOLDER
+    import pandas as pd
 
 HEADLINE_METRICS: tuple[str, ...] = ("recall@20", "ndcg@20")
 FOLDER = "headline_metrics"

@@ -89,3 +89,19 @@ def test_the_features_stage_builds_the_planned_graphs(monkeypatch, tmp_path):
     assert [next(iter(o)) for o in stages["features_demo"]["outs"]] == [
         "results/test/demo/features"]
     assert "results/test/demo/graphs" not in stages["train_demo"]["deps"]
+
+
+def test_metrics_are_the_headline_files_and_plots_the_report_figures(monkeypatch, tmp_path):
+    monkeypatch.chdir(REPO_ROOT)
+    dvc = yaml.safe_load(dvc_stages.render("config/config.yaml"))
+    tables = next(iter(dvc["stages"]["tables"]["outs"][0]))
+    # one small file per model (a table in `dvc metrics show`), not the full metrics.json
+    assert dvc["metrics"] == [f"{tables}/headline_metrics"]
+    # images only: `dvc plots show` draws them without Vega, which it loads from a CDN
+    assert dvc["plots"] == [f"{tables}/convergence.png", f"{tables}/sensitivity.png"]
+    config = yaml.safe_load(Path("config/test.yaml").read_text())
+    config.pop("sensitivity")
+    path = tmp_path / "no-sweep.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert dvc_stages.build_stages(str(path), config)["plots"] == [
+        "results/test/tables/convergence.png"]
