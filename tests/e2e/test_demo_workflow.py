@@ -84,3 +84,18 @@ def test_second_invocation_has_nothing_to_do(finished_run):
     again = snakemake(finished_run, "--dry-run")
     assert again.returncode == 0, again.stderr
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_report_shows_the_tables_inline(finished_run):
+    """`snakemake --report` shows each table as an HTML page (a .md could only be
+    downloaded), builds without Snakemake's never-awaited coroutine warnings, and its
+    captions hold no mailto: link (RST reads `Recall@20` as an address)."""
+    done = snakemake(finished_run, "--report", "report.html")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "was never awaited" not in done.stdout + done.stderr
+    report = (finished_run / "report.html").read_text()
+    assert '"name": "main.html"' in report or '"name":"main.html"' in report
+    assert "mailto:" not in report
+    tables = finished_run / "results" / "test" / "tables"
+    main_html = (tables / "main.html").read_text()
+    assert "<table" in main_html and "CRANE" in main_html

@@ -2,6 +2,7 @@
 # Every output pattern comes from crane/layout.py (wildcards passed as arguments), and every
 # rule's code inputs are computed from the imports of what it runs (crane/code_inputs.py).
 import json
+import os
 import shlex
 import sys
 from pathlib import Path

@@ -25,7 +25,10 @@ def run_mem_mb(wildcards, input):
     """Memory of one training run: a floor for the interpreter and torch, plus room for the
     features, graphs and optimiser state, which scale with the inputs (about 8x their size
     covers Adam on trainable feature tables)."""
-    return int(max(2000, 1500 + 8 * input.size_mb))
+    # Sizes from os.path, not `input.size_mb`: Snakemake evaluates resources inside its event
+    # loop while building the report, where `size_mb` leaves a coroutine never awaited.
+    size_mb = sum(os.path.getsize(f) for f in input if os.path.exists(f)) / 2**20
+    return int(max(2000, 1500 + 8 * size_mb))
 
 
 RUN_RESOURCES = dict(mem_mb=run_mem_mb, runtime=720)
