@@ -5,12 +5,14 @@ One scenario, run once for the module (2.5-6 minutes on a busy 2-core machine):
 0. local: a plain Snakemake run (no profile) builds the test configuration's inputs and the
    final runs of two models; their metrics are the reference. The two run folders are then
    moved away, so that the SLURM runs must train them again.
-1. SLURM (workflow/profiles/slurm), with one model given an invalid hyper-parameter value:
-   that job fails, the other one finishes; Snakemake exits non-zero and prints the failed
-   job's log.
-2. SLURM again without the bad value, through workflow/profiles/slurm-gpu (the node has two
-   stand-in GPUs): only the failed job runs, and SLURM allocates it a GPU. The GPU profile is
-   the CPU one plus GPU requests (test_profiles.py checks that), and resources are not rerun
+1. SLURM (workflow/profiles/slurm), with a bug in one model's code (the snapshot's model
+   file gets a constructor that raises): the plan is valid, so both jobs are submitted; that
+   job fails when it runs, the other one finishes; Snakemake exits non-zero and prints the
+   failed job's log. (A bad configuration value is no way to fail a job: the workflow refuses
+   it at plan time, before any job; test_plan_time_checks.py checks that.)
+2. The bug fixed, the same command again, through workflow/profiles/slurm-gpu (the node has
+   two stand-in GPUs): only the failed job runs, and SLURM allocates it a GPU. The GPU profile
+   is the CPU one plus GPU requests (test_profiles.py checks that), and resources are not rerun
    triggers, so this is the "rerun the same command" case and the GPU case in one round of
    jobs; the job still trains on CPU (`device: auto`, no CUDA here).
 
@@ -26,7 +28,9 @@ Snakemake runs a snapshot of the workflow and of the `crane` package taken when 
 starts (PYTHONPATH points the jobs at it), so that edits to the checkout during these minutes
 cannot trigger reruns and upset the resume check.
 
-Needs root and apt (Debian's slurm packages); skipped otherwise, or when CRANE_SLURM_TESTS=0.
+It installs Debian's munge and slurm packages and starts daemons as root, so it runs only where
+asked: in CI (CI=true) or with CRANE_SLURM_TESTS=1; it is skipped otherwise (saying how to
+run it), without root or apt, and always with CRANE_SLURM_TESTS=0.
 The cluster (tests/slurm/slurm-up.sh) is always stopped by PID (tests/slurm/slurm-down.sh):
 by the fixture's finalizer, on SIGTERM, and by a watchdog process after a hard time limit.
 """
@@ -43,6 +47,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import yaml
@@ -62,8 +67,8 @@ pytestmark = pytest.mark.slurm
 DATASET = "demo"
 FAILING_MODEL = "bpr"      # fails in step 1, trained in step 2
 FINISHED_MODEL = "freedom"  # trained in step 1, must be left alone in step 2
-# Snakemake parses nested --config values as strings: the model gets embedding_size "-1" and fails
-BAD_OVERRIDE = f"model_overrides={{{FAILING_MODEL}: {{embedding_size: -1}}}}"
+FAILING_CLASS = "BPR"      # its class in crane/models/bpr.py
+INJECTED_BUG = f"a bug in {FAILING_MODEL}.py, injected by tests/slurm/test_slurm_cluster.py"
 TOLERANCE = 1e-6
 # The node advertises more than this VM has (nothing enforces it) so that both training jobs,
 # sized by the profile for real datasets (4 CPUs, 16 GB, 1 GPU each), run side by side.
@@ -141,11 +146,24 @@ def _run(cmd: list[str], limit: int, snapshot: Path | None = None,
 
 # ---- the cluster ----------------------------------------------------------------------------
 
+def skip_reason(environ: dict[str, str]) -> str | None:
+    """Why the real-cluster scenario does not run here, or None when it runs."""
+    asked = environ.get("CRANE_SLURM_TESTS", "")
+    if asked == "0":
+        return "CRANE_SLURM_TESTS=0"
+    if asked == "1" or environ.get("CI", "").lower() in {"true", "1", "yes"}:
+        return None
+    return ("the real-SLURM scenario installs Debian's munge and slurm packages and starts their "
+            "daemons as root; it runs in CI (CI=true) or when asked: "
+            "CRANE_SLURM_TESTS=1 python3 run.py test tests/slurm")
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """A running single-node cluster; stopped by PID whatever happens."""
-    if os.environ.get("CRANE_SLURM_TESTS") == "0":
-        pytest.skip("CRANE_SLURM_TESTS=0")
+    reason = skip_reason(dict(os.environ))
+    if reason:
+        pytest.skip(reason)
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
         pytest.skip("starting a SLURM cluster needs root (it installs packages and daemons)")
     scratch = tmp_path_factory.mktemp("slurm")
@@ -280,14 +298,36 @@ def scenario(cluster, tmp_path_factory) -> Scenario:
         reference[model] = json.loads((run_dir / "metrics.json").read_text())
         shutil.move(run_dir, tmp_path_factory.mktemp(f"local-{model}"))
 
-    # 1. SLURM with one bad hyper-parameter value, 2. without it, on "GPU nodes"
-    failing = snakemake("--workflow-profile", str(snapshot / PROFILE), "--config", BAD_OVERRIDE,
-                        cap=240)
+    # 1. SLURM with a bug in one model's code, 2. the bug fixed, on "GPU nodes"
+    fix = _inject_bug(snapshot)
+    failing = snakemake("--workflow-profile", str(snapshot / PROFILE), cap=240)
     failed_log = _failed_rule_log(failing, workdir)  # read now: step 2 overwrites it
     after_failure = _mtimes(run_dirs)
+    fix()
     resumed = snakemake("--workflow-profile", str(snapshot / GPU_PROFILE), cap=240)
     return Scenario(workdir, plan, reference, local, failing, resumed, failed_log,
                     after_failure, _mtimes(run_dirs))
+
+
+def _inject_bug(snapshot: Path) -> Callable[[], None]:
+    """Make the failing model's constructor raise; return the function that undoes it.
+
+    Planning never builds a model (it checks configs only), so the workflow submits the job
+    and the bug shows when the job runs. The model file is an input of that model's training
+    jobs only: the other model's job does not depend on it.
+    """
+    path = snapshot / "crane" / "models" / f"{FAILING_MODEL}.py"
+    original = path.read_text()
+    assert f"class {FAILING_CLASS}(" in original, f"{path} has no class {FAILING_CLASS}"
+    path.write_text(original + f"""
+
+def _injected_bug(self, *args, **kwargs):
+    raise RuntimeError({INJECTED_BUG!r})
+
+
+{FAILING_CLASS}.__init__ = _injected_bug
+""")
+    return lambda: path.write_text(original)
 
 
 def _failed_rule_log(step: Step, workdir: Path) -> tuple[str, str]:
@@ -326,7 +366,7 @@ def _job_for(step: Step, model: str) -> tuple[str, dict[str, str]]:
 def test_a_failed_training_job_stops_the_run_and_shows_its_log(scenario):
     step = scenario.failing
     assert step.returncode != 0, \
-        f"the run with a bad hyper-parameter succeeded:\n{step.output[-3000:]}"
+        f"the run with a bug in {FAILING_MODEL}.py succeeded:\n{step.output[-3000:]}"
     assert "Error in rule train_final" in step.output
     job_id, job = _job_for(step, FAILING_MODEL)
     assert job["JobState"] == "FAILED" and job["ExitCode"] != "0:0", job
@@ -336,6 +376,7 @@ def test_a_failed_training_job_stops_the_run_and_shows_its_log(scenario):
     assert log_text.strip(), f"the failing job wrote nothing to {path}"
     assert f"Logfile {path}:" in step.output
     last_line = log_text.strip().splitlines()[-1]
+    assert INJECTED_BUG in last_line, f"the job failed for another reason:\n{log_text[-3000:]}"
     assert last_line in step.output, f"the job's error {last_line!r} was not shown"
     # the executor keeps a failed job's SLURM log, and names it too
     assert Path(job["StdOut"]).name == f"{job_id}.log" and Path(job["StdOut"]).exists()
@@ -392,3 +433,12 @@ def test_slurm_metrics_equal_the_local_run(scenario, model):
         for name, value in local[split].items():
             assert slurm[split][name] == pytest.approx(value, abs=TOLERANCE, rel=0), \
                 f"{model} {split} {name}: SLURM {slurm[split][name]} != local {value}"
+
+
+def test_the_scenario_runs_in_ci_or_when_asked():
+    """Not on a user's `python3 run.py test`: it installs packages and daemons as root."""
+    assert "CRANE_SLURM_TESTS=1" in skip_reason({})
+    assert skip_reason({"CI": "false"}) == skip_reason({})
+    assert skip_reason({"CI": "true"}) is None
+    assert skip_reason({"CRANE_SLURM_TESTS": "1"}) is None
+    assert skip_reason({"CI": "true", "CRANE_SLURM_TESTS": "0"}) == "CRANE_SLURM_TESTS=0"
