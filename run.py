@@ -103,8 +103,8 @@ def ensure_env() -> None:
     if STAMP.exists() and STAMP.read_text().strip() == fingerprint and _python().exists():
         return
     started = time.monotonic()
-    print(f"Building {VENV.name} from {LOCK.name} (first use or changed lock); "
-          f"pip's output goes to {BUILD_LOG.relative_to(ROOT)}", flush=True)
+    print(f"Building {VENV.name} from {LOCK.name} (first use or changed lock; a first build "
+          f"downloads several GB): pip's output goes to {BUILD_LOG.relative_to(ROOT)}", flush=True)
     if VENV.exists():
         shutil.rmtree(VENV)
     pip = [_python(), "-m", "pip", "install", "--no-input", "--disable-pip-version-check",
@@ -114,7 +114,7 @@ def ensure_env() -> None:
             ("creating the virtual environment", [sys.executable, "-m", "venv", VENV]),
             # --no-deps: the lock is complete, so nothing unpinned can slip in; `pip check`
             # proves it.
-            (f"installing {LOCK.name} (several GB the first time)", [*pip, "--no-deps", "-r", LOCK]),
+            (f"installing {LOCK.name}", [*pip, "--no-deps", "-r", LOCK]),
             ("installing this package", [*pip, "--no-deps", "--no-build-isolation", "-e", ROOT]),
             ("checking the installed dependencies", [_python(), "-m", "pip", "check"]),
         ], BUILD_LOG)
