@@ -39,8 +39,10 @@ RULES = rule_blocks()
 LOCAL = {n for n, body in RULES.items()
          if "localrule: True" in body or not re.search(r"^\s+(shell|run|script):", body, re.M)}
 CLUSTER = set(RULES) - LOCAL
-# Rules whose command gets the config's device: their own shell, or the shared training one.
-DEVICE_RULES = {n for n, body in RULES.items() if "{DEVICE}" in body or "RUN_SHELL" in body}
+# Rules whose command gets the config's device (`{DEVICE}`, or quoted `{DEVICE:q}`): their own
+# shell, or the shared training one.
+DEVICE_RULES = {n for n, body in RULES.items()
+                if re.search(r"\{DEVICE(:q)?\}", body) or "RUN_SHELL" in body}
 
 
 def test_the_rules_were_found():
