@@ -32,7 +32,7 @@ from crane import layout
 from crane.code_inputs import CodeIndex
 from crane.config import load_yaml, validate_config
 from crane.graphs import plan as graph_plan
-from crane.report.headline_metrics import FOLDER as HEADLINE_FOLDER
+from crane.report.headline_metrics import file_name as headline_file
 from crane.study import TRAIN_COMMAND, StudyPlan
 from crane.tuning import model_config_path
 
@@ -140,8 +140,9 @@ def build_stages(config_path: str, config: dict[str, Any],
 def _metrics_and_plots(plan: StudyPlan) -> dict[str, Any]:
     """Top-level metrics and plots, inside the tables stage's output folder.
 
-    Metrics: the headline folder, one file per dataset and model, so that `dvc metrics show`
-    prints one row per model (the full metrics.json stays an output of the tables stage).
+    Metrics: the headline files, one per dataset and model, so that `dvc metrics show` prints
+    one row per model (the full metrics.json stays an output of the tables stage). They are
+    listed one by one, not as their folder: DVC would read any other file in it as a metric.
     Plots: the report's own PNG figures, one curve per model. DVC shows images as plain
     <img> tags, so `dvc plots show` works offline; a data plot (CSV) would be drawn by Vega,
     which DVC's page loads from a CDN, and DVC's templates have no per-model colour.
@@ -149,7 +150,8 @@ def _metrics_and_plots(plan: StudyPlan) -> dict[str, Any]:
     results = plan.results
     figures = ["convergence.png"] + (["sensitivity.png"] if plan.sensitivity_enabled else [])
     return {
-        "metrics": [str(layout.table_path(results, HEADLINE_FOLDER))],
+        "metrics": [str(layout.table_path(results, headline_file(dataset, model)))
+                    for dataset in plan.datasets for model in plan.models],
         "plots": [str(layout.table_path(results, name)) for name in figures],
     }
 

@@ -26,6 +26,11 @@ HEADLINE_METRICS: tuple[str, ...] = ("recall@20", "ndcg@20")
 FOLDER = "headline_metrics"
 
 
+def file_name(dataset: str, model: str) -> str:
+    """A model's headline file, relative to the tables folder (dvc.yaml lists each one)."""
+    return f"{FOLDER}/{dataset}/{model}.json"
+
+
 def headline_metrics(scores: pd.DataFrame, metrics: Sequence[str] = HEADLINE_METRICS,
                      decimals: int = 6) -> dict[str, dict[str, dict]]:
     """{dataset: {model: {metric: {"mean", "std"}, "seeds": n}}} over the test split.
@@ -59,15 +64,14 @@ def write_headline_metrics(scores: pd.DataFrame, out_dir: str | Path,
     The folder is replaced whole, so that a model or dataset dropped from the study leaves no
     stale row behind in `dvc metrics show`.
     """
-    folder = Path(out_dir) / FOLDER
+    out_dir = Path(out_dir)
     table = headline_metrics(scores, metrics)
     written: dict[str, Path] = {}
-    with files.atomic_dir(folder) as tmp:
+    with files.atomic_dir(out_dir / FOLDER) as tmp:
         for dataset, models in table.items():
             for model, entry in models.items():
-                name = f"{FOLDER}/{dataset}/{model}.json"
                 files.write_json(tmp / dataset / f"{model}.json", entry)
-                written[name] = folder / dataset / f"{model}.json"
+                written[file_name(dataset, model)] = out_dir / file_name(dataset, model)
     return written
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from crane import layout
 from crane.report.collect import collect_final_runs
-from crane.report.headline_metrics import headline_metrics, write_headline_metrics
+from crane.report.headline_metrics import file_name, headline_metrics, write_headline_metrics
 
 BIN = Path(sys.executable).parent
 
@@ -69,7 +69,8 @@ def test_one_file_per_model_and_no_stale_file(scores, tmp_path):
 def test_dvc_metrics_show_prints_one_row_per_model(scores, tmp_path):
     repo = tmp_path / "repo"
     write_headline_metrics(scores, repo / "tables")
-    (repo / "dvc.yaml").write_text("metrics:\n- tables/headline_metrics\n")
+    listed = "".join(f"- tables/{file_name('demo', m)}\n" for m in ("bpr", "mostpop"))
+    (repo / "dvc.yaml").write_text(f"metrics:\n{listed}")  # as crane/dvc_stages.py lists them
     env = dict(os.environ, DVC_NO_ANALYTICS="1",
                PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "metrics", "show"]):
