@@ -16,9 +16,8 @@ pass gives both contrastive views: the final embedding and the perturbed layer `
   items), each one-way (final view -> layer-l* view), cosine / temperature
 Scores: the unperturbed final embeddings' dot products.
 
-Deliberate differences from SELFRec:
-- The noise is drawn from torch's global generator on the model's device (SELFRec draws on
-  CPU and moves it to the GPU): the run's seed fixes it.
+The noise comes from torch's global generator on the model's device, as in SELFRec
+(`torch.rand_like`), so the run's seed fixes it. Deliberate differences from SELFRec:
 - A batch propagates every hop over the whole graph except the last, computed at the batch's
   rows only (the noise of the whole layer is still drawn, so the draws are the same), the
   only rows the loss reads: the same values (tests/models/test_xsimgcl.py).
