@@ -32,7 +32,6 @@ from crane import layout
 from crane.code_inputs import CodeIndex
 from crane.config import load_yaml, validate_config
 from crane.graphs import plan as graph_plan
-from crane.report.headline_metrics import file_name as headline_file
 from crane.study import TRAIN_COMMAND, StudyPlan
 from crane.tuning import model_config_path
 
@@ -150,7 +149,7 @@ def _metrics_and_plots(plan: StudyPlan) -> dict[str, Any]:
     results = plan.results
     figures = ["convergence.png"] + (["sensitivity.png"] if plan.sensitivity_enabled else [])
     return {
-        "metrics": [str(layout.table_path(results, headline_file(dataset, model)))
+        "metrics": [str(layout.table_path(results, layout.headline_metrics_name(dataset, model)))
                     for dataset in plan.datasets for model in plan.models],
         "plots": [str(layout.table_path(results, name)) for name in figures],
     }

@@ -164,3 +164,12 @@ def tables_dir(results: str | Path) -> Path:
 def table_path(results: str | Path, name: str) -> Path:
     """One table or plot of the report (`main.md`, `metrics.json`, ...)."""
     return tables_dir(results) / name
+
+
+HEADLINE_METRICS_FOLDER = "headline_metrics"
+
+
+def headline_metrics_name(dataset: str, model: str) -> str:
+    """A model's headline-metrics file, relative to the tables folder (one file per row of
+    `dvc metrics show`)."""
+    return f"{HEADLINE_METRICS_FOLDER}/{dataset}/{model}.json"

@@ -1,12 +1,14 @@
 """Build every table and figure of the study into one folder (results/tables/ by default).
 
 Outputs, by part (see `PARTS`):
-  main             main.md/.tex/.html/.csv, main_significance.csv, metrics.json (for `dvc metrics`)
+  main             main.md/.tex/.html/.csv, main_significance.csv, metrics.json (every test
+                   metric), headline_metrics/<dataset>/<model>.json (for `dvc metrics`)
   datasets         datasets.md/.tex/.html/.csv
   hyperparameters  hyperparameters.md/.tex/.html/.csv
   user_activity    user_activity.md/.tex/.html/.csv
   efficiency       efficiency.md/.tex/.html/.csv
-  convergence      convergence.png/.pdf, convergence.csv (model, dataset, epoch, metric; `dvc plots`)
+  convergence      convergence.png/.pdf (also `dvc plots`), convergence.csv (model, dataset,
+                   epoch, metric)
   ablation         ablation.md/.tex/.html/.csv
   sensitivity      sensitivity.png/.pdf, sensitivity.csv
 and always missing.txt: every expected input that was not found.
@@ -27,6 +29,7 @@ from crane.report.collect import (MissingRun, collect_ablation_runs, collect_fin
                                   discover_sensitivity, sort_values)
 from crane.report.datasets_table import dataset_statistics
 from crane.report.efficiency import efficiency_table
+from crane.report.headline_metrics import write_headline_metrics
 from crane.report.hyperparameters import selected_hyperparameters
 from crane.report.main_results import main_results
 from crane.report.naming import MAIN_METRICS, PARTS
@@ -77,6 +80,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, datasets: Sequenc
         path = out_dir / "metrics.json"
         files.write_json(path, dvc_metrics(runs.scores))
         written[path.name] = path
+        written |= write_headline_metrics(runs.scores, out_dir)
     if "datasets" in parts:
         table, data, absent = dataset_statistics(results_dir, datasets)
         written |= write_table(table, data, out_dir, "datasets")

@@ -17,18 +17,15 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from crane import files
+from crane import files, layout
 
-if TYPE_CHECKING:  # pandas only for the annotations: `crane dvc-yaml` imports FOLDER
+if TYPE_CHECKING:  # pandas only for the annotations: keeps this module light
     import pandas as pd
 
 HEADLINE_METRICS: tuple[str, ...] = ("recall@20", "ndcg@20")
-FOLDER = "headline_metrics"
-
-
-def file_name(dataset: str, model: str) -> str:
-    """A model's headline file, relative to the tables folder (dvc.yaml lists each one)."""
-    return f"{FOLDER}/{dataset}/{model}.json"
+FOLDER = layout.HEADLINE_METRICS_FOLDER
+# A model's headline file, relative to the tables folder (the rules and dvc.yaml list each).
+file_name = layout.headline_metrics_name
 
 
 def headline_metrics(scores: pd.DataFrame, metrics: Sequence[str] = HEADLINE_METRICS,

@@ -39,7 +39,7 @@ def convergence_data(runs: RunCollection, datasets: Sequence[str], models: Seque
                      metric: str = "recall@20") -> tuple[pd.DataFrame, list[MissingRun]]:
     """Validation `metric` per epoch, mean over the seeds that reached the epoch.
 
-    Columns: model, dataset, epoch, <metric> (the format `dvc plots` reads).
+    Columns: model, dataset, epoch, <metric> (written as convergence.csv).
     """
     frames, missing = [], []
     for _, run in runs.runs.iterrows():  # one file per run

@@ -20,6 +20,7 @@ EXPECTED_FILES = sorted(
     + ["main_significance.csv", "metrics.json", "missing.txt", "convergence.png",
        "convergence.pdf", "convergence.csv", "sensitivity.png", "sensitivity.pdf",
        "sensitivity.csv"])
+HEADLINE_FILES = [f"headline_metrics/baby/{model}.json" for model in ("bpr", "crane", "lightgcn")]
 
 
 def _sensitivity_runs(results):
@@ -44,8 +45,10 @@ def study(results):
 def test_build_report_writes_every_output(study, tmp_path):
     out = tmp_path / "tables"
     written = build_report(study, out, ["baby"], MODELS, SEEDS)
-    assert sorted(written) == EXPECTED_FILES
-    assert sorted(p.name for p in out.iterdir()) == EXPECTED_FILES  # no temporaries left
+    assert sorted(written) == sorted(EXPECTED_FILES + HEADLINE_FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted(EXPECTED_FILES + ["headline_metrics"])
+    assert sorted(str(p.relative_to(out)) for p in (out / "headline_metrics").rglob("*.json")) \
+        == HEADLINE_FILES  # no temporaries left
     for name in ("convergence.png", "sensitivity.png"):
         assert written[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert written[name].stat().st_size > 5000

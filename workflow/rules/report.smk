@@ -67,6 +67,10 @@ rule tables:
         tex=table("main.tex"),
         csv=table("main.csv"),
         metrics=table("metrics.json"),
+        # One file per (dataset, model), so `dvc metrics show` prints a row per model; files,
+        # not a directory(), which would hold Snakemake's timestamp file.
+        headline_metrics=[table(layout.headline_metrics_name(d, m))
+                          for d in PLAN.datasets for m in PLAN.models],
         datasets=table("datasets.md"),
         datasets_html=shown("datasets.html", "Datasets", "dataset statistics"),
         hyperparameters=table("hyperparameters.md"),
@@ -101,6 +105,6 @@ rule tables:
         str(layout.study_log_path(R, "tables")),
     localrule: True
     shell:
-        "{CRANE} tables --results {R} --out {T} --datasets {params.datasets}"
+        "{CRANE} tables --results {R:q} --out {T:q} --datasets {params.datasets}"
         " --models {params.models} --seeds {params.seeds} --test {params.test}"
-        " {params.options} > {log} 2>&1"
+        " {params.options} > {log:q} 2>&1"
