@@ -90,12 +90,31 @@ def test_report_shows_the_tables_inline(finished_run):
     """`snakemake --report` shows each table as an HTML page (a .md could only be
     downloaded), builds without Snakemake's never-awaited coroutine warnings, and its
     captions hold no mailto: link (RST reads `Recall@20` as an address)."""
-    done = snakemake(finished_run, "--report", "report.html")
+    done = snakemake(finished_run, "--report", "results/demo/report.html")  # the README's line
     assert done.returncode == 0, done.stderr[-3000:]
     assert "was never awaited" not in done.stdout + done.stderr
-    report = (finished_run / "report.html").read_text()
+    report = (finished_run / "results" / "demo" / "report.html").read_text()
     assert '"name": "main.html"' in report or '"name":"main.html"' in report
     assert "mailto:" not in report
     tables = finished_run / "results" / "test" / "tables"
     main_html = (tables / "main.html").read_text()
     assert "<table" in main_html and "CRANE" in main_html
+
+
+# The README's one run by hand, run as written from a folder whose results/demo/demo/data is the
+# finished test run's data.
+README_TRAIN = ("crane train --data results/demo/demo/data --model bpr --seed 1 "
+                "--set reg_weight=1e-3 --set training.epochs=2 --out results/try/bpr")
+
+
+def test_readme_train_by_hand(finished_run, tmp_path):
+    data = tmp_path / "results" / "demo" / "demo" / "data"
+    data.parent.mkdir(parents=True)
+    data.symlink_to(finished_run / "results" / "test" / "demo" / "data")
+    done = subprocess.run([sys.executable, "-m", "crane", *README_TRAIN.split()[1:]],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "results" / "try" / "bpr"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["hparams"]["reg_weight"] == 1e-3
+    assert len(pd.read_csv(run / "history.csv")) == 2, "training.epochs=2 was applied"
