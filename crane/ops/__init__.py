@@ -9,6 +9,8 @@ reference (`reference_*`) that computes the same thing, and an equivalence test 
 - contrastive: symmetric and one-way InfoNCE, a log-sum-exp of a product
 - gather:      embedding lookups with a cheaper backward; a reused buffer for frozen tables
 - dropout:     inverted dropout; degree-sensitive edge dropout of the user-item graph
+- sparse_dropout: dropout of each stored entry of a sparse graph (SelfCF's graph encoder)
+- segment_softmax: softmax within groups of entries (attention over a node's edges, GRCN)
 - scores:      users @ items.T for full ranking
 - adam:        Adam through torch's fused kernel
 - threads:     who uses the run's CPU threads (torch's, and hand-split sparse products)

@@ -23,8 +23,9 @@ OTHER = "other"
 OURS = "ours"
 
 MODEL_GROUPS: dict[str, tuple[str, ...]] = {
-    GENERAL: ("mostpop", "bpr", "lightgcn"),
-    MULTIMODAL: ("itemknn_cbf", "vbpr", "lattice", "freedom", "bm3", "mgcn", "lgmrec"),
+    GENERAL: ("mostpop", "bpr", "lightgcn", "selfcf", "layergcn", "xsimgcl"),
+    MULTIMODAL: ("itemknn_cbf", "vbpr", "mmgcn", "grcn", "lattice", "slmrec", "freedom", "bm3",
+                 "mgcn", "lgmrec"),
     OURS: ("crane",),
 }
 GROUP_ORDER: tuple[str, ...] = (GENERAL, MULTIMODAL, OTHER, OURS)
@@ -34,6 +35,12 @@ MODEL_LABELS = {
     "mostpop": "MostPop",
     "bpr": "BPR",
     "lightgcn": "LightGCN",
+    "selfcf": "SelfCF",
+    "layergcn": "LayerGCN",
+    "xsimgcl": "XSimGCL",
+    "mmgcn": "MMGCN",
+    "grcn": "GRCN",
+    "slmrec": "SLMRec",
     "itemknn_cbf": "ItemKNN-CBF",
     "vbpr": "VBPR",
     "lattice": "LATTICE",
