@@ -1,4 +1,4 @@
-"""FREEDOM (Zhou & Shen, ACM MM'22): a frozen item-item graph and a denoised user-item graph.
+"""FREEDOM (Zhou & Shen, ACM MM 2023; arXiv 2022): a frozen item-item graph and a denoised user-item graph.
 
 As MMRec's `freedom.py`:
 

@@ -24,8 +24,8 @@ OURS = "ours"
 
 MODEL_GROUPS: dict[str, tuple[str, ...]] = {
     GENERAL: ("mostpop", "bpr", "lightgcn", "selfcf", "layergcn", "xsimgcl"),
-    MULTIMODAL: ("itemknn_cbf", "vbpr", "mmgcn", "grcn", "lattice", "slmrec", "freedom", "bm3",
-                 "mgcn", "lgmrec"),
+    MULTIMODAL: ("itemknn_cbf", "vbpr", "mmgcn", "grcn", "mvgae", "dualgnn", "lattice", "slmrec",
+                 "freedom", "bm3", "dragon", "mgcn", "lgmrec"),
     OURS: ("crane",),
 }
 GROUP_ORDER: tuple[str, ...] = (GENERAL, MULTIMODAL, OTHER, OURS)
@@ -41,6 +41,9 @@ MODEL_LABELS = {
     "mmgcn": "MMGCN",
     "grcn": "GRCN",
     "slmrec": "SLMRec",
+    "mvgae": "MVGAE",
+    "dualgnn": "DualGNN",
+    "dragon": "DRAGON",
     "itemknn_cbf": "ItemKNN-CBF",
     "vbpr": "VBPR",
     "lattice": "LATTICE",
