@@ -25,11 +25,12 @@ SENSITIVITY_COLUMNS = ["dataset", "param", "param_value", "x", "mean", "std", "n
 # Fixed metadata: no creation date, no producer version, so output bytes are reproducible.
 _PNG_METADATA = {"Software": None}
 _PDF_METADATA = {"CreationDate": None, "Producer": None, "Creator": None}
-# One (colour, marker) per model: ten colours and nine markers, so the pairs stay distinct for
-# up to 90 models even where two colours look alike (colour-blind readers, grey print).
+# One (colour, marker) per model: ten colours and eleven markers, so the first ten models
+# differ in both and the pairs stay distinct for up to 110 models, even where two colours look
+# alike (blue and cyan; colour-blind readers, grey print).
 _COLOURS = [f"tab:{c}" for c in ("blue", "orange", "green", "red", "purple", "brown", "pink",
                                   "gray", "olive", "cyan")]
-_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">"]
+_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "p"]
 _OURS_STYLE = {"color": "black", "marker": "*", "linewidth": 2.6, "markersize": 8, "zorder": 5}
 _MARKS_PER_CURVE = 8  # markers along a curve, whatever its number of epochs
 FITTED_ONCE_NOTE = "fitted once"  # legend suffix of a model without training epochs

@@ -139,3 +139,13 @@ def test_sensitivity_draws_error_bars_over_two_seeds_and_says_when_there_is_one(
     single = sensitivity_figure(_sensitivity(1), ["baby"], ["rca_steps"], seeds=[2024])
     assert not single.axes[0].containers[0].has_yerr
     assert "one seed (2024)" in single.get_suptitle()
+
+
+def test_the_first_ten_baselines_differ_in_colour_and_in_marker():
+    """LGMRec (the tenth baseline) shared MostPop's circle while its cyan was close to blue."""
+    from crane.report.plots import model_style
+
+    models = [f"m{i}" for i in range(10)] + ["crane"]
+    styles = [model_style(models, m) for m in models[:10]]
+    assert len({s["color"] for s in styles}) == 10
+    assert len({s["marker"] for s in styles}) == 10
