@@ -90,6 +90,7 @@ def test_report_shows_the_tables_inline(finished_run):
     """`snakemake --report` shows each table as an HTML page (a .md could only be
     downloaded), builds without Snakemake's never-awaited coroutine warnings, and its
     captions hold no mailto: link (RST reads `Recall@20` as an address)."""
+    (finished_run / "results" / "demo").mkdir(exist_ok=True)  # the demo's folder, as after a demo
     done = snakemake(finished_run, "--report", "results/demo/report.html")  # the README's line
     assert done.returncode == 0, done.stderr[-3000:]
     assert "was never awaited" not in done.stdout + done.stderr

@@ -171,7 +171,10 @@ def test_item_graph_false_gives_s_equal_z(small):
     with torch.no_grad():
         views = model._batch_views(model._full_graph, torch.tensor([0, 2]), items)
         z = model._fuse(model._item_tokens(items))
-    assert torch.equal(views.s_items, z)
+    # Equal up to rounding, not bitwise: the two sides run the fusion's matrix products on
+    # different numbers of rows, and some CPUs' BLAS kernels round differently by row count
+    # (a graph step would move the values by orders of magnitude more).
+    torch.testing.assert_close(views.s_items, z, rtol=0, atol=1e-6)
     assert not hasattr(model, "item_graph_crow")
 
 
