@@ -48,7 +48,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from crane.graphs.user_item import symmetric_bipartite_adjacency
@@ -57,12 +56,11 @@ from crane.graphs.user_user import (neighbour_lists_matrix, softmax_neighbour_li
 from crane.models import register
 from crane.models.base import Recommender, TrainData
 from crane.models.hyperparameters import HyperParameters, hparam
+from crane.models.layers import PreferenceGCN, softmax_pair_weights
 from crane.ops.losses import logsigmoid_bpr_loss
-from crane.ops.propagation import BipartitePropagation, SquareGraph, lightgcn_layer_sum
+from crane.ops.propagation import BipartitePropagation, SquareGraph
 from crane.ops.scores import dot_scores
 from crane.ops.sparse import to_torch_sparse
-
-N_GCN_LAYERS = 2  # MMRec's GCN applies its conv twice: h + x + h_1
 
 
 @dataclass(frozen=True)
@@ -70,30 +68,6 @@ class DualGNNConfig(HyperParameters):
     embedding_size: int = hparam(at_least=1)
     user_knn_k: int = hparam(at_least=1)
     reg_weight: float = hparam(at_least=0)
-
-
-class ModalityGCN(nn.Module):
-    """MMRec's `GCN` with dim_latent: [preference; MLP_1(leaky_relu(MLP(features)))],
-    normalised, summed over 0..2 hops of the normalised user-item graph."""
-
-    def __init__(self, n_users: int, feature_width: int, size: int, device: torch.device):
-        super().__init__()
-        self.preference = nn.Parameter(
-            nn.init.xavier_normal_(torch.empty(n_users, size, device=device)))
-        self.mlp = nn.Linear(feature_width, 4 * size, device=device)
-        self.mlp_1 = nn.Linear(4 * size, size, device=device)
-
-    def forward(self, features: torch.Tensor, graph: BipartitePropagation
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        items = self.mlp_1(F.leaky_relu(self.mlp(features)))
-        layer = (F.normalize(self.preference), F.normalize(items))
-        return lightgcn_layer_sum(graph, layer, N_GCN_LAYERS)
-
-
-def softmax_weights(n_rows: int, device: torch.device) -> nn.Parameter:
-    """MMRec's weight_u / weight_i: xavier_normal of (n_rows, 2, 1), softmax over the 2."""
-    weights = nn.init.xavier_normal_(torch.empty(n_rows, 2, 1, device=device))
-    return nn.Parameter(F.softmax(weights, dim=1))
 
 
 @register("dualgnn")
@@ -109,9 +83,9 @@ class DualGNN(Recommender):
         for modality in self.modalities:
             table = data.feature_tensor(modality)
             self.register_buffer(f"features_{modality}", table, persistent=False)
-            self.gcns[modality] = ModalityGCN(self.n_users, table.shape[1], size, self.device)
-        self.weight_u = softmax_weights(self.n_users, self.device)
-        self.weight_i = softmax_weights(self.n_items, self.device)
+            self.gcns[modality] = PreferenceGCN(self.n_users, table.shape[1], size, self.device)
+        self.weight_u = softmax_pair_weights(self.n_users, self.device)
+        self.weight_i = softmax_pair_weights(self.n_items, self.device)
         train = data.train_matrix()
         self.graph = BipartitePropagation(symmetric_bipartite_adjacency(train), self.n_users,
                                           self.device)

@@ -6,6 +6,8 @@ registered). The kernels they run on live in `crane.ops`.
 - `PrototypeAttentionFusion`: the authors' prototype (2-token multi-head self-attention).
 - `multimodal_knn_graph`: the frozen item-item graph of FREEDOM and CRANE, a weighted mix of
   the per-modality top-k cosine graphs of the raw features.
+- `PreferenceGCN`, `softmax_pair_weights`: the per-modality GCN and the softmax-normalised
+  modality weights of MMRec's DualGNN and DRAGON (one GCN class in MMRec too).
 
 All fusion modules take the modality tokens of a batch of entities as one (M, B, d) tensor
 (M = number of modalities, slice m holds modality m) and return one (B, d) vector per entity.
@@ -22,6 +24,9 @@ from torch import nn
 from crane.graphs.item_knn import cached_neighbours, knn_mean_graph
 from crane.models.base import TrainData
 from crane.ops.dropout import FastDropout
+from crane.ops.propagation import BipartitePropagation, lightgcn_layer_sum
+
+PREFERENCE_GCN_HOPS = 2  # MMRec's GCN applies its conv twice: h + x + h_1
 
 
 # --------------------------------------------------------------------------- fusion blocks
@@ -161,3 +166,27 @@ def multimodal_knn_graph(data: TrainData, modalities: tuple[str, ...], knn_k: in
     if len(graphs) == 1:
         return next(iter(graphs.values())).tocsr()
     return (image_weight * graphs["image"] + (1.0 - image_weight) * graphs["text"]).tocsr()
+
+
+class PreferenceGCN(nn.Module):
+    """MMRec's `GCN` with dim_latent (DualGNN, DRAGON): [preference; MLP_1(leaky_relu(MLP(
+    features)))], each normalised, summed over 0..2 hops of the normalised user-item graph."""
+
+    def __init__(self, n_users: int, feature_width: int, size: int, device: torch.device):
+        super().__init__()
+        self.preference = nn.Parameter(
+            nn.init.xavier_normal_(torch.empty(n_users, size, device=device)))
+        self.mlp = nn.Linear(feature_width, 4 * size, device=device)
+        self.mlp_1 = nn.Linear(4 * size, size, device=device)
+
+    def forward(self, features: torch.Tensor, graph: BipartitePropagation
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        items = self.mlp_1(F.leaky_relu(self.mlp(features)))
+        layer = (F.normalize(self.preference), F.normalize(items))
+        return lightgcn_layer_sum(graph, layer, PREFERENCE_GCN_HOPS)
+
+
+def softmax_pair_weights(n_rows: int, device: torch.device) -> nn.Parameter:
+    """MMRec's weight_u / weight_i: xavier_normal of (n_rows, 2, 1), softmax over the 2."""
+    weights = nn.init.xavier_normal_(torch.empty(n_rows, 2, 1, device=device))
+    return nn.Parameter(F.softmax(weights, dim=1))
