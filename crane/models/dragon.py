@@ -53,12 +53,12 @@ import torch
 from torch import nn
 
 from crane.graphs.user_item import symmetric_bipartite_adjacency
-from crane.graphs.user_user import (neighbour_lists_matrix, softmax_neighbour_lists,
-                                    user_co_interaction_graph)
+from crane.graphs.user_user import user_co_interaction_graph
 from crane.models import register
 from crane.models.base import Recommender, TrainData
 from crane.models.hyperparameters import HyperParameters, hparam
-from crane.models.layers import PreferenceGCN, multimodal_knn_graph, softmax_pair_weights
+from crane.models.layers import (PreferenceGCN, multimodal_knn_graph, sampled_user_graph,
+                                 softmax_pair_weights)
 from crane.ops.losses import logsigmoid_bpr_loss
 from crane.ops.propagation import BipartitePropagation, SquareGraph
 from crane.ops.scores import dot_scores
@@ -110,11 +110,8 @@ class DRAGON(Recommender):
         self.resample_user_graph(generator)
 
     def resample_user_graph(self, generator: torch.Generator) -> None:
-        indices, weights = softmax_neighbour_lists(self.user_neighbours,
-                                                   self.config.user_knn_k, generator)
-        matrix = neighbour_lists_matrix(indices, weights, self.n_users)
-        self.user_graph = SquareGraph(to_torch_sparse(matrix, self.device),
-                                      to_torch_sparse(matrix.T, self.device))
+        self.user_graph = sampled_user_graph(self.user_neighbours, self.config.user_knn_k,
+                                             self.n_users, generator, self.device)
         self._scoring_cache = None  # scores read the user graph
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,8 +6,9 @@ registered). The kernels they run on live in `crane.ops`.
 - `PrototypeAttentionFusion`: the authors' prototype (2-token multi-head self-attention).
 - `multimodal_knn_graph`: the frozen item-item graph of FREEDOM and CRANE, a weighted mix of
   the per-modality top-k cosine graphs of the raw features.
-- `PreferenceGCN`, `softmax_pair_weights`: the per-modality GCN and the softmax-normalised
-  modality weights of MMRec's DualGNN and DRAGON (one GCN class in MMRec too).
+- `PreferenceGCN`, `softmax_pair_weights`, `sampled_user_graph`: the per-modality GCN, the
+  softmax-normalised modality weights and the per-epoch user graph of MMRec's DualGNN and
+  DRAGON (one GCN class and one sampling routine in MMRec too).
 
 All fusion modules take the modality tokens of a batch of entities as one (M, B, d) tensor
 (M = number of modalities, slice m holds modality m) and return one (B, d) vector per entity.
@@ -22,9 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from crane.graphs.item_knn import cached_neighbours, knn_mean_graph
+from crane.graphs.user_user import neighbour_lists_matrix, softmax_neighbour_lists
 from crane.models.base import TrainData
 from crane.ops.dropout import FastDropout
-from crane.ops.propagation import BipartitePropagation, lightgcn_layer_sum
+from crane.ops.propagation import BipartitePropagation, SquareGraph, lightgcn_layer_sum
+from crane.ops.sparse import to_torch_sparse
 
 PREFERENCE_GCN_HOPS = 2  # MMRec's GCN applies its conv twice: h + x + h_1
 
@@ -190,3 +193,12 @@ def softmax_pair_weights(n_rows: int, device: torch.device) -> nn.Parameter:
     """MMRec's weight_u / weight_i: xavier_normal of (n_rows, 2, 1), softmax over the 2."""
     weights = nn.init.xavier_normal_(torch.empty(n_rows, 2, 1, device=device))
     return nn.Parameter(F.softmax(weights, dim=1))
+
+
+def sampled_user_graph(neighbours: sp.csr_matrix, k: int, n_users: int,
+                       generator: torch.Generator, device: torch.device) -> SquareGraph:
+    """One epoch's user graph (MMRec's topk_sample): each user's k neighbours drawn from the
+    co-interaction graph with softmax weights, as a row-stochastic users x users operator."""
+    indices, weights = softmax_neighbour_lists(neighbours, k, generator)
+    matrix = neighbour_lists_matrix(indices, weights, n_users)
+    return SquareGraph(to_torch_sparse(matrix, device), to_torch_sparse(matrix.T, device))
