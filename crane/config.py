@@ -143,7 +143,8 @@ def _coerce_override_values(config: dict[str, Any]) -> None:
 # vector encoders can read it. An encoder whose input a source cannot have is an error at
 # config time, not a features job that embeds empty strings.
 _TEXT_ENCODERS = {"sentence_transformers"}
-_IMAGE_FILE_ENCODERS = {"open_clip", "color_histogram"}
+# Image encoders that read the item's image file (the others read precomputed vectors).
+IMAGE_FILE_ENCODERS = {"open_clip", "color_histogram"}
 
 
 def _encoder_fits_source(source: dict[str, Any], modality: str, encoder_type: str) -> str | None:
@@ -164,7 +165,7 @@ def _encoder_fits_source(source: dict[str, Any], modality: str, encoder_type: st
         if kind != "demo" and source.get("meta") is False:
             return ("text features need item metadata, and the source sets `meta: false`: "
                     "set `meta: true` or drop the text features")
-    if encoder_type in _IMAGE_FILE_ENCODERS:
+    if encoder_type in IMAGE_FILE_ENCODERS:
         if modality != "image":
             return f"{encoder_type} is an image encoder"
         if kind != "demo" and source.get("meta") is False:

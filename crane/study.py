@@ -16,12 +16,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from crane.config import ConfigError
+from crane.config import IMAGE_FILE_ENCODERS, ConfigError
 from crane import layout, tuning
 from crane.tuning import hp_hash
 
-# Image encoders that read the item's image file (the others read precomputed vectors).
-IMAGE_FILE_ENCODERS = {"open_clip", "color_histogram"}
 # The `crane` subcommand that trains one run of the plan (the training rules call it, and
 # its code inputs are computed from it: crane/code_inputs.py).
 TRAIN_COMMAND = "train"
