@@ -75,6 +75,11 @@ class Recommender(nn.Module):
     trainable: ClassVar[bool] = True
     # True when the model uses whatever modalities the dataset provides (at least one).
     uses_content: ClassVar[bool] = False
+    # The modalities a content model cannot do without (by construction), e.g. ("image",
+    # "text") for a model built on their interplay; empty: any one of them is enough. The
+    # study refuses such a model on a dataset lacking one (crane/study.py), and
+    # `feature_modalities` refuses data lacking one.
+    required_modalities: ClassVar[tuple[str, ...]] = ()
     # The typed config of exactly the hyper-parameters the model reads (the `defaults` of
     # its YAML). None: the subclass checks for itself (test doubles).
     config_class: ClassVar[type[HyperParameters] | None] = None
@@ -149,6 +154,11 @@ class Recommender(nn.Module):
         if not present:
             raise ValueError(f"{model} needs item features ({' and/or '.join(order)}); the "
                              f"dataset provides {sorted(data.features) or 'none'}")
+        missing = [m for m in self.required_modalities if m not in data.features]
+        if missing:
+            raise ValueError(f"{model} needs the {' and '.join(missing)} features by "
+                             f"construction; the dataset provides {sorted(data.features)}: "
+                             f"add them, or leave {model} out of this dataset's study")
         for modality in present:
             shape = np.shape(data.features[modality])
             if len(shape) != 2 or shape[0] != data.n_items:
