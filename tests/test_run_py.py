@@ -118,3 +118,15 @@ def test_demo_config_comes_from_the_snakemake_arguments():
     # `--configfile=FILE` takes one value, as in argparse: what follows is a target
     assert run_py.config_arguments(["--configfile=a.yaml", "all", "-C", "k=v"]) == (
         ["a.yaml"], ["k=v"])
+
+
+def test_a_changed_weights_lock_rebuilds_the_environment(tmp_path, monkeypatch):
+    """The environment's fingerprint covers weights.lock, so new pinned weights reach .venv."""
+    for name in ("requirements.lock", "weights.lock", "pyproject.toml"):
+        (tmp_path / name).write_text(f"{name}\n")
+    monkeypatch.setattr(run_py, "LOCK", tmp_path / "requirements.lock")
+    monkeypatch.setattr(run_py, "WEIGHTS_LOCK", tmp_path / "weights.lock")
+    monkeypatch.setattr(run_py, "ROOT", tmp_path)
+    before = run_py._env_fingerprint()
+    (tmp_path / "weights.lock").write_text("other-weights==1 --hash=sha256:00\n")
+    assert run_py._env_fingerprint() != before

