@@ -225,7 +225,7 @@ def _cross_check(config: dict[str, Any], models_dir: Path) -> None:
             raise ConfigError(f"invalid config: model_overrides.{model}: {model!r} is not in "
                               f"`models` ({', '.join(config['models'])}), so the override "
                               f"would change nothing")
-    for section in ("ablations", "sensitivity"):
+    for section in ("ablations", "sensitivity", "modality_ablation"):
         for dataset in config.get(section, {}).get("datasets", []):
             if dataset not in config["datasets"]:
                 raise ConfigError(f"invalid config: {section}.datasets: unknown dataset {dataset!r}")
