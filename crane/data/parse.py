@@ -203,15 +203,19 @@ def read_csv_table(
     header: bool = True,
     names: list[str] | None = None,
     numeric: Iterable[str] = (),
+    required: Iterable[str] = (),
+    sep: str = ",",
+    line_column: str | None = None,
     max_malformed_share: float = DEFAULT_MAX_MALFORMED_SHARE,
 ) -> pd.DataFrame:
     """Read a CSV (gzip or not) into a frame with the columns renamed by `columns`.
 
     columns: file column name -> output name (the file's header names, or `names` when the
-    file has no header). Rows with the wrong number of fields, or a non-number or negative
-    number in a `numeric` output column, are malformed (reported with their line number).
-    Blank lines are ignored. String columns keep missing values as NaN: the caller decides
-    about them.
+    file has no header). Rows with the wrong number of fields, a non-number or negative
+    number in a `numeric` output column, or an empty `required` output column are malformed
+    (reported with their line number). Blank lines are ignored. String columns keep missing
+    values as NaN: the caller decides about them. `sep`: the field delimiter. `line_column`:
+    an output column with each row's line number in the file (for the caller's messages).
     """
     path = Path(path)
     if not path.exists():
@@ -219,7 +223,8 @@ def read_csv_table(
     if not header and not names:
         raise ValueError(f"{path}: a CSV without header needs column names")
     compression = "gzip" if is_gzip(path) else None
-    read_kwargs: dict[str, Any] = dict(compression=compression, dtype=str, keep_default_na=False,
+    read_kwargs: dict[str, Any] = dict(compression=compression, sep=sep, dtype=str,
+                                       keep_default_na=False,
                                        na_values=[""], skip_blank_lines=False,
                                        on_bad_lines="warn", engine="c", index_col=False)
     if header:
@@ -240,11 +245,28 @@ def read_csv_table(
         skipped.extend((int(n), why) for n, why in _SKIPPED_LINE.findall(str(warning.message)))
 
     header_lines = 1 if header else 0
-    total = len(frame) + len(skipped)
-    blank = frame.isna().all(axis=1).to_numpy()
-    report = ParseReport(path, lines=int(total - blank.sum()))
-    problems = list(skipped)
     frame = frame.rename(columns=columns)
+    lines = _physical_lines(np.arange(len(frame)), header_lines, [n for n, _ in skipped])
+    return check_rows(path, frame, lines, skipped, numeric=numeric, required=required,
+                      line_column=line_column, max_malformed_share=max_malformed_share)
+
+
+def check_rows(path: str | Path, frame: pd.DataFrame, lines: np.ndarray,
+               skipped: list[tuple[int, str]] = (), *, numeric: Iterable[str] = (),
+               required: Iterable[str] = (), line_column: str | None = None,
+               max_malformed_share: float = DEFAULT_MAX_MALFORMED_SHARE) -> pd.DataFrame:
+    """The rows of a table read from `path` that are not malformed, numbers parsed.
+
+    lines: each row's line (or row) number in the file; skipped: (line, reason) of rows the
+    reader already dropped. Blank rows (every cell missing) are ignored; a non-number or
+    negative number in a `numeric` column, or a missing or blank `required` cell, makes the
+    row malformed, and more than `max_malformed_share` malformed rows stop with a ParseError.
+    """
+    skipped = list(skipped)
+    frame = frame.copy()
+    blank = frame.isna().all(axis=1).to_numpy()
+    report = ParseReport(Path(path), lines=int(len(frame) + len(skipped) - blank.sum()))
+    problems = list(skipped)
     bad_rows = np.zeros(len(frame), dtype=bool)
     for name in numeric:
         raw = frame[name]
@@ -252,16 +274,23 @@ def read_csv_table(
         not_number = ((values.isna() & raw.notna()) | np.isinf(values)).to_numpy()
         negative = (values < 0).to_numpy()
         for invalid, why in ((not_number, "is not a number"), (negative, "is negative")):
-            if invalid.any():
-                rows = np.flatnonzero(invalid)
-                lines = _physical_lines(rows, header_lines, [n for n, _ in skipped])
-                problems.extend((int(line), f"{name} {why}: {raw.iloc[row]!r}")
-                                for row, line in zip(rows, lines))
+            problems.extend((int(lines[row]), f"{name} {why}: {raw.iloc[row]!r}")
+                            for row in np.flatnonzero(invalid))
         bad_rows |= not_number | negative
         frame[name] = values
+    for name in required:
+        empty = (frame[name].isna() | (frame[name].astype(str).str.strip() == "")).to_numpy()
+        empty = empty & ~blank
+        problems.extend((int(lines[row]), f"{name} is empty") for row in np.flatnonzero(empty))
+        bad_rows |= empty
+    counted: set[int] = set()
     for line_no, reason in sorted(problems):
-        report.add_malformed(line_no, reason or "invalid value")
+        if line_no not in counted:  # a row with two problems is one malformed row
+            counted.add(line_no)
+            report.add_malformed(line_no, reason or "invalid value")
     report.check(max_malformed_share)
+    if line_column:
+        frame[line_column] = np.asarray(lines, dtype=np.int64)
     keep_rows = ~(blank | bad_rows)
     return frame.loc[keep_rows].reset_index(drop=True)
 

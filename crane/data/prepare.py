@@ -24,6 +24,7 @@ from crane.data.kcore import EmptyDatasetError, KCore, apply_kcore, drop_duplica
 from crane.data.mmrec_format import MMRecFolder, write_mmrec
 from crane.data.parse import DEFAULT_MAX_MALFORMED_SHARE
 from crane.data.sources import source_module
+from crane.data.sources._common import SOURCE_STATS
 from crane.data.split import split_interactions
 from crane.data.stats import compute_stats
 
@@ -33,7 +34,7 @@ DEFAULT_SPLIT = {"method": "mmrec_random", "seed": 2024}
 ITEMS_SCHEMA = pa.schema([
     ("item_id", pa.int64()), ("asin", pa.string()), ("title", pa.string()),
     ("brand", pa.string()), ("categories", pa.list_(pa.string())),
-    ("description", pa.string()), ("image_url", pa.string()),
+    ("description", pa.string()), ("image_url", pa.string()), ("text", pa.string()),
 ])
 
 
@@ -62,7 +63,10 @@ def prepare_dataset(name: str, spec: dict[str, Any], raw_dir: str | Path,
         frame = drop_missing(loaded)
         n_rows = len(frame)
         frame = drop_duplicates(frame)
-        repeated_pairs_dropped = n_rows - len(frame)
+        # plus the repeats a source already dropped by its own policy (`table`: duplicates)
+        repeated_pairs_dropped = (n_rows - len(frame)
+                                  + int(loaded.attrs.get(SOURCE_STATS, {}).get(
+                                      "repeated_pairs_dropped", 0)))
         origin = raw_dir
         if frame.empty:
             raise EmptyDatasetError(f"empty after filtering: {name} has no interaction with "
@@ -85,6 +89,7 @@ def prepare_dataset(name: str, spec: dict[str, Any], raw_dir: str | Path,
         timestamp=interactions["timestamp"].to_numpy(np.int64))
     stats = {**compute_stats(result), "dataset": name, "kcore": kcore_info,
              "split": split_spec, "source": source_spec,
+             **items_frame.attrs.get(SOURCE_STATS, {}),
              "repeated_pairs_dropped": repeated_pairs_dropped}
 
     with files.atomic_dir(out_dir) as tmp:

@@ -6,7 +6,8 @@ Layout of `<results>/<dataset>/data/`:
   0-based), `rating` (float32), `timestamp` (int64, 0 when unknown), `split` (int8: 0 train,
   1 validation, 2 test). Sorted by user, then split, then item.
 - `items.parquet`: `item_id`, `asin`, `title`, `brand`, `categories` (first category path,
-  list of strings), `description`, `image_url`: the item text and image pointers that feature
+  list of strings), `description`, `image_url`, `text` (the whole rendered text of the
+  `table` source, '' for the others): the item text and image pointers that feature
   extraction reads. Items without metadata keep empty strings.
 - `<name>.inter`, `u_id_mapping.csv`, `i_id_mapping.csv`: the same split in MMRec's format.
 - `stats.json`: users, items, interactions, sparsity, split counts.

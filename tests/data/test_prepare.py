@@ -29,7 +29,7 @@ def test_processed_demo_follows_the_contract(demo_processed, demo_raw):
 
     schema = pq.read_schema(out / "items.parquet")
     assert schema.names == ["item_id", "asin", "title", "brand", "categories", "description",
-                            "image_url"]
+                            "image_url", "text"]
     categories = schema.field("categories").type
     assert pa.types.is_list(categories) and pa.types.is_string(categories.value_type)
     items = pd.read_parquet(out / "items.parquet")
@@ -37,6 +37,7 @@ def test_processed_demo_follows_the_contract(demo_processed, demo_raw):
     assert items["asin"].tolist() == sorted(items["asin"])
     assert items["categories"].map(lambda c: list(c[:1]) == ["Demo"] and len(c) == 3).all()
     assert (items["title"] != "").all() and (items["brand"] == "").any()
+    assert (items["text"] == "").all()  # the `table` source's column, empty for the demo
 
     inter = pd.read_csv(out / "demo.inter", sep="\t")
     assert list(inter.columns) == ["userID", "itemID", "rating", "timestamp", "x_label"]

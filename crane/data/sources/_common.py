@@ -17,8 +17,12 @@ from crane.data.download import RetryPolicy, download
 
 log = logging.getLogger(__name__)
 
-ITEM_COLUMNS = ["item_id", "asin", "title", "brand", "categories", "description", "image_url"]
+# `text`: an item's whole text as one string (the `table` source renders it; '' elsewhere).
+ITEM_COLUMNS = ["item_id", "asin", "title", "brand", "categories", "description", "image_url",
+                "text"]
 COMMON_OPTIONS = {"type"}
+# A loaded frame's `attrs` key for counts a source adds to the dataset's stats.json.
+SOURCE_STATS = "source_stats"
 DOWNLOAD_OPTIONS = {"url_base", "checksums", "download"}
 
 
@@ -112,6 +116,7 @@ def items_table(asins: np.ndarray, meta: pd.DataFrame | None) -> pd.DataFrame:
         for column in ("title", "brand", "description", "image_url"):
             table[column] = table[column].map(as_text)
         table["categories"] = table["categories"].map(as_path)
+    table["text"] = ""
     log.info("metadata found for %d of %d items", found, len(table))
     return table[ITEM_COLUMNS]
 
