@@ -5,6 +5,7 @@ Each source module provides:
   raw_dir (download, copy or generate), skipping files already complete;
 - `load_interactions(spec, raw_dir, max_malformed_share)`: a frame of string `user`, `item`,
   float `rating`, int `timestamp` (or, for `mmrec`, an already split `MMRecFolder`);
+  counts for stats.json may ride in the frame's `attrs["source_stats"]`;
 - `load_items(spec, raw_dir, asins, max_malformed_share)`: the items table, dense-id order.
 """
 
@@ -16,14 +17,15 @@ from types import ModuleType
 from typing import Any
 
 from crane import files
-from crane.data.sources import amazon2014, amazon2018, amazon2023, demo, mmrec, pairs_csv
+from crane.data.sources import (
+    amazon2014, amazon2018, amazon2023, demo, mmrec, pairs_csv, table)
 from crane.data.sources._common import check_options
 
 log = logging.getLogger(__name__)
 
 SOURCES: dict[str, ModuleType] = {
     module.NAME: module
-    for module in (amazon2014, amazon2018, amazon2023, pairs_csv, mmrec, demo)
+    for module in (amazon2014, amazon2018, amazon2023, pairs_csv, table, mmrec, demo)
 }
 MANIFEST = "acquired.json"
 
