@@ -141,17 +141,31 @@ class TrainingLoop:
                        sums: dict[str, torch.Tensor]) -> int:
         """One pass over the epoch's batches; adds each loss term into `sums`."""
         n_batches = 0
+        mirror = self.training.mirror_gradient
         for batch in self.hooks.train_batches(epoch, sampler.epoch()):
             self.optimizer.zero_grad(set_to_none=True)
             terms = self.model.loss(batch.users, batch.pos_items, batch.neg_items)
             total = sum(terms.values())
-            total.backward()
+            if mirror and n_batches % self.training.mirror_beta == 0:
+                self._mirror_step(batch, total)
+            else:
+                total.backward()
             self.optimizer.step()
             for name, value in terms.items():
                 value = value.detach()
                 sums[name] = sums[name] + value if name in sums else value
             n_batches += 1
         return n_batches
+
+    def _mirror_step(self, batch, total: torch.Tensor) -> None:
+        """Mirror Gradient as MMRec's trainer does it: a step along alpha1 * loss, then the
+        loss of the same batch at the new parameters, with its gradient times -alpha2 left
+        for the caller's step. The epoch's reported loss is the first one."""
+        (self.training.mirror_alpha1 * total).backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        second = sum(self.model.loss(batch.users, batch.pos_items, batch.neg_items).values())
+        (-self.training.mirror_alpha2 * second).backward()
 
     def _validate(self, epoch: int, row: dict[str, Any]) -> None:
         start = time.perf_counter()

@@ -15,12 +15,14 @@ No torch import here: the workflow's planning code reads this module.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 # Optimisation settings a model file may set for itself (LATTICE's learning rate, MGCN's
 # schedule); every other trainer key is the study's protocol and the same for all models.
-MODEL_TRAINING_KEYS = ("learning_rate", "lr_scheduler", "batch_size", "weight_decay")
+MODEL_TRAINING_KEYS = ("learning_rate", "lr_scheduler", "batch_size", "weight_decay",
+                       "mirror_gradient", "mirror_alpha1", "mirror_alpha2", "mirror_beta")
 
 
 @dataclass
@@ -39,6 +41,13 @@ class TrainingConfig:
     topk_export: int = 0
     # How often the resume state (last.pt) is written; 0 = after every epoch.
     checkpoint_every_s: float = 60.0
+    # Mirror Gradient (Zhong et al., WWW 2024; MMRec's `mg` option): every `mirror_beta`-th
+    # batch steps along alpha1 * loss, then against alpha2 * the loss recomputed on the same
+    # batch (crane.engine.loop). MMRec's grid: alpha1 [1.0], alpha2 [0.1, 0.2, 0.3], beta [3].
+    mirror_gradient: bool = False
+    mirror_alpha1: float = 1.0
+    mirror_alpha2: float = 0.1
+    mirror_beta: int = 3
 
     def __post_init__(self) -> None:
         from crane.engine.metrics import metric_columns
@@ -48,7 +57,8 @@ class TrainingConfig:
                 raise ValueError(f"training.lr_scheduler must be [gamma, step], "
                                  f"got {self.lr_scheduler!r}")
             self.lr_scheduler = (float(self.lr_scheduler[0]), float(self.lr_scheduler[1]))
-        for name in ("epochs", "patience", "batch_size", "eval_every", "eval_batch_size"):
+        for name in ("epochs", "patience", "batch_size", "eval_every", "eval_batch_size",
+                     "mirror_beta"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"training.{name} must be >= 1, got {getattr(self, name)!r}")
             setattr(self, name, int(getattr(self, name)))
@@ -57,6 +67,14 @@ class TrainingConfig:
         self.topk_export = int(self.topk_export)
         self.checkpoint_every_s = float(self.checkpoint_every_s)
         self.mask_valid_in_test = bool(self.mask_valid_in_test)
+        if not isinstance(self.mirror_gradient, bool):
+            raise ValueError(f"training.mirror_gradient must be true or false, got "
+                             f"{self.mirror_gradient!r}")
+        self.mirror_alpha1, self.mirror_alpha2 = float(self.mirror_alpha1), float(self.mirror_alpha2)
+        for name in ("mirror_alpha1", "mirror_alpha2"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"training.{name} must be a finite number >= 0, got "
+                                 f"{getattr(self, name)!r}")
         if self.valid_metric not in metric_columns():
             raise ValueError(f"training.valid_metric {self.valid_metric!r}: expected one of "
                              f"{', '.join(metric_columns())}")
