@@ -120,6 +120,31 @@ def ablation_run_dir(results: str | Path, dataset: str, variant: str, seed: int 
     return ablations_root(results, dataset) / variant / f"seed{seed}"
 
 
+def modality_ablation_root(results: str | Path, dataset: str) -> Path:
+    return runs_root(results, dataset) / "modality_ablation"
+
+
+# A modality set's folder name: its modalities, sorted, joined by "+" ("image+text").
+MODALITY_SET_SEPARATOR = "+"
+
+
+def modality_set_name(modalities) -> str:
+    return MODALITY_SET_SEPARATOR.join(sorted(modalities))
+
+
+def modality_ablation_run_dir(results: str | Path, dataset: str, model: str, modalities: str,
+                              seed: int | str) -> Path:
+    """A run of `model` fed only the features of `modalities` (a set name, modality_set_name).
+    The set of all the dataset's modalities is the final run itself, which
+    crane/study.py reads from there instead of training it twice."""
+    return modality_ablation_root(results, dataset) / model / modalities / f"seed{seed}"
+
+
+def modality_ablation_table_path(results: str | Path, dataset: str, suffix: str) -> Path:
+    """The modality-ablation table of one dataset (`suffix`: csv, md, html)."""
+    return tables_dir(results) / "modality_ablation" / f"{dataset}.{suffix}"
+
+
 def sensitivity_root(results: str | Path, dataset: str) -> Path:
     return runs_root(results, dataset) / "sensitivity"
 

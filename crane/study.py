@@ -12,7 +12,7 @@ seed (`final/`). With `tuning: default` the model's default point runs on every 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,18 @@ class ModelSpec:
         return tuning.grid_points(self.config)
 
 
+@lru_cache(maxsize=None)
+def _model_class(name: str):
+    """A registered model's class, for its content flags (imports torch: called only when a
+    study's check or its modality ablation needs them)."""
+    from crane import models
+
+    try:
+        return models.get(name)
+    except KeyError as error:
+        raise ConfigError(f"invalid config: models: {error.args[0]}") from None
+
+
 class StudyPlan:
     """Every output path the workflow can produce for one validated config."""
 
@@ -89,6 +101,7 @@ class StudyPlan:
         from crane import models
         from crane.engine.settings import TrainingConfig, split_point
 
+        self.check_modalities()
         training = TrainingConfig.from_dict(self.config.get("training"))
         for name, spec in self.specs.items():
             points = [("", p) for p in self.grid_points(name).values()]
@@ -113,6 +126,42 @@ class StudyPlan:
                     raise ConfigError(f"invalid config: {where}{' (' + label + ')' if label else ''}: "
                                       f"{error}") from None
 
+    def check_modalities(self) -> None:
+        """Refuse, before any job runs, a content model on a dataset without the features it
+        reads: any modality for most (crane/models/base.py `uses_content`), each of its
+        `required_modalities` for a model built on their interplay."""
+        for dataset in self.datasets:
+            have = self.dataset_modalities(dataset)
+            for model in self.models_on(dataset):
+                model_class = _model_class(model)
+                if model_class.uses_content and not have:
+                    raise ConfigError(
+                        f"invalid config: datasets.{dataset} has no `features`, and model "
+                        f"{model!r} reads item content: give datasets.{dataset}.features (e.g. "
+                        f"{{text: <encoder>}}), or run {model!r} in a study without {dataset!r} "
+                        f"(models that read no content run on it: mostpop, bpr, lightgcn, ...)")
+                missing = [m for m in model_class.required_modalities if m not in have]
+                if model_class.uses_content and missing:
+                    raise ConfigError(
+                        f"invalid config: model {model!r} needs the {' and '.join(missing)} "
+                        f"features by construction, and datasets.{dataset}.features has "
+                        f"{sorted(have)}: add them, or run {model!r} in a study without "
+                        f"{dataset!r}")
+        self.modality_ablation_models()  # its own checks
+
+    def models_on(self, dataset: str) -> list[str]:
+        """The models the study trains on `dataset`: its models, and CRANE where the ablations
+        or the sensitivity sweep run on it."""
+        names = list(self.models)
+        for section, enabled in (("ablations", self.ablations_enabled),
+                                 ("sensitivity", self.sensitivity_enabled)):
+            if enabled and dataset in self.section_scope(section)[0] and "crane" not in names:
+                names.append("crane")
+        return names
+
+    def dataset_modalities(self, dataset: str) -> tuple[str, ...]:
+        return tuple(sorted(self.config["datasets"][dataset].get("features") or {}))
+
     @property
     def grid_search(self) -> bool:
         return self.config.get("tuning", "default") == "grid"
@@ -136,9 +185,11 @@ class StudyPlan:
         encoder = self.config["datasets"][dataset]["features"][modality]
         return str(layout.feature_dir(self.results, dataset, modality, encoder))
 
-    def feature_dirs(self, dataset: str) -> dict[str, str]:
-        modalities = self.config["datasets"][dataset].get("features", {})
-        return {m: self.feature_dir(dataset, m) for m in sorted(modalities)}
+    def feature_dirs(self, dataset: str, modalities: tuple[str, ...] | None = None
+                     ) -> dict[str, str]:
+        """Feature folders of the dataset's modalities (or of `modalities` only)."""
+        wanted = self.dataset_modalities(dataset) if modalities is None else modalities
+        return {m: self.feature_dir(dataset, m) for m in sorted(wanted)}
 
     def needs_image_fetch(self, dataset: str) -> bool:
         """Real datasets whose image encoder reads image files fetch them after preprocessing
@@ -186,8 +237,8 @@ class StudyPlan:
         return bool(self.config.get("sensitivity", {}).get("enabled"))
 
     def section_scope(self, name: str) -> tuple[list[str], list[int]]:
-        """(datasets, seeds) of the `ablations` or `sensitivity` section: the study's own unless
-        the section names fewer."""
+        """(datasets, seeds) of the `ablations`, `sensitivity` or `modality_ablation` section:
+        the study's own unless the section names fewer."""
         section = self.config.get(name, {})
         return list(section.get("datasets", self.datasets)), list(section.get("seeds", self.seeds))
 
@@ -231,11 +282,98 @@ class StudyPlan:
         return [self.sensitivity_run(d, p, v, s) for d in datasets
                 for p, values in self.sensitivity_points().items() for v in values for s in seeds]
 
+    # ---- modality ablation: content models fed fewer modalities ----------------------------
+    @property
+    def modality_ablation_enabled(self) -> bool:
+        return bool(self.config.get("modality_ablation", {}).get("enabled"))
+
+    def modality_ablation_models(self) -> list[str]:
+        """The section's `models`, else every content model of the study; each must be a
+        content model the study trains (its selected point and final runs are reused)."""
+        if not self.modality_ablation_enabled:
+            return []
+        wanted = self.config.get("modality_ablation", {}).get("models")
+        if wanted is None:
+            return [m for m in self.models if _model_class(m).uses_content]
+        for model in wanted:
+            if model not in self.models:
+                raise ConfigError(f"invalid config: modality_ablation.models: {model!r} is not "
+                                  f"in `models` ({', '.join(self.models)}): the ablation runs "
+                                  f"a model of the study at its selected point")
+            if not _model_class(model).uses_content:
+                raise ConfigError(f"invalid config: modality_ablation.models: {model!r} reads "
+                                  f"no item features, so it has no modality to ablate")
+        return list(wanted)
+
+    def modality_sets(self, dataset: str) -> list[tuple[str, ...]]:
+        """The modality sets ablated on `dataset`: the section's `sets` that the dataset has
+        features for (a set naming a modality it lacks is left out there), else each single
+        modality it has; and always all of them (the final runs, the table's reference);
+        sorted, each once. None on a dataset without features."""
+        have = set(self.dataset_modalities(dataset))
+        configured = self.config.get("modality_ablation", {}).get("sets")
+        if configured is None:
+            configured = [[m] for m in sorted(have)]
+        configured = list(configured) + ([sorted(have)] if have else [])
+        sets = {tuple(sorted(set(s))) for s in configured if s and set(s) <= have}
+        return sorted(sets, key=lambda s: (len(s), s))
+
+    def is_all_modalities(self, dataset: str, modalities: str) -> bool:
+        return modalities == layout.modality_set_name(self.dataset_modalities(dataset))
+
+    def modality_set(self, modalities: str) -> tuple[str, ...]:
+        """A set's folder name back to its modalities."""
+        return tuple(modalities.split(layout.MODALITY_SET_SEPARATOR))
+
+    def modality_ablation_cells(self, dataset: str) -> list[tuple[str, str, str]]:
+        """(model, set name, why not run) of every cell of the dataset's table; `why` is empty
+        for a cell that runs, else says which modality the model needs by construction."""
+        cells = []
+        for model in self.modality_ablation_models():
+            required = set(_model_class(model).required_modalities)
+            for modalities in self.modality_sets(dataset):
+                missing = sorted(required - set(modalities))
+                why = f"needs {' and '.join(missing)}" if missing else ""
+                cells.append((model, layout.modality_set_name(modalities), why))
+        return cells
+
+    def modality_ablation_datasets(self) -> list[str]:
+        """The section's datasets that have features (a dataset without any has no table)."""
+        if not self.modality_ablation_enabled:
+            return []
+        datasets, _ = self.section_scope("modality_ablation")
+        return [d for d in datasets if self.modality_sets(d) and self.modality_ablation_models()]
+
+    def modality_ablation_baselines(self) -> list[str]:
+        """The study's models that read no features: the table's ID-only reference rows."""
+        return [m for m in self.models if not _model_class(m).uses_content]
+
+    def required_modalities(self, model: str) -> tuple[str, ...]:
+        return tuple(_model_class(model).required_modalities)
+
+    def modality_ablation_run(self, dataset: str, model: str, modalities: str,
+                              seed: int | str) -> str:
+        """The run folder of one cell; the set of all the dataset's modalities is the final run."""
+        if self.is_all_modalities(dataset, modalities):
+            return self.final_run(dataset, model, seed)
+        return str(layout.modality_ablation_run_dir(self.results, dataset, model, modalities, seed))
+
+    def modality_ablation_runs(self) -> list[str]:
+        """Every run the modality-ablation tables read (final runs included)."""
+        if not self.modality_ablation_enabled:
+            return []
+        datasets, seeds = self.section_scope("modality_ablation")
+        return [self.modality_ablation_run(d, model, modalities, s) for d in datasets
+                for model, modalities, why in self.modality_ablation_cells(d) if not why
+                for s in seeds]
+
     def dataset_runs(self, dataset: str) -> list[str]:
-        """Every run of one dataset that the tables read (final, ablation, sensitivity)."""
+        """Every run of one dataset that the tables read (final, ablation, sensitivity,
+        modality ablation)."""
         prefix = f"{layout.runs_root(self.results, dataset)}/"
-        return [run for run in self.final_runs() + self.ablation_runs() + self.sensitivity_runs()
-                if run.startswith(prefix)]
+        runs = (self.final_runs() + self.ablation_runs() + self.sensitivity_runs()
+                + self.modality_ablation_runs())
+        return [run for run in dict.fromkeys(runs) if run.startswith(prefix)]
 
     def sensitivity_value(self, param: str, text: str) -> Any:
         """The configured value whose folder name is `text` (folder names are str(value))."""

@@ -10,6 +10,10 @@ from its model and hyper-parameters:
 - ItemKNN-CBF reads one graph of the mean-cosine features at `knn_k + 1` (each item is among
   its own neighbours and is dropped).
 
+A modality-ablation run (crane/study.py) reads the graphs of its own modalities only; its
+mean-cosine graph, over fewer modalities than the dataset has, names them
+(`mean_cosine_text-k11`), since its cache key differs from that of all of them.
+
 tests/workflow/test_graph_plan.py builds every registered model on a cache that holds exactly
 the graphs planned for it and checks that each one is read and none is computed in memory,
 so this table cannot drift from the models. This module reads only the study plan (no torch):
@@ -34,21 +38,33 @@ MEAN_COSINE_MODELS = frozenset({"itemknn_cbf"})
 class KnnGraph:
     source: str  # a feature modality, or MEAN_COSINE (all of the dataset's modalities)
     k: int
+    # A mean-cosine graph over fewer modalities than the dataset has: those, sorted; empty
+    # for all of them (and for a modality's own graph).
+    subset: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
         """The graph's file stem in the graphs folder (crane/layout.py)."""
-        return f"{self.source}-k{self.k}"
+        return f"{'_'.join((self.source, *self.subset))}-k{self.k}"
+
+    def modalities(self, dataset_modalities: Iterable[str]) -> list[str]:
+        """The feature modalities the graph is computed from."""
+        if self.source != MEAN_COSINE:
+            return [self.source]
+        return list(self.subset) or sorted(dataset_modalities)
 
 
-def graphs_read_by(model: str, hparams: dict[str, Any], modalities: Iterable[str]) -> set[KnnGraph]:
-    """The graphs one run of `model` at `hparams` reads, on a dataset with `modalities`."""
+def graphs_read_by(model: str, hparams: dict[str, Any], modalities: Iterable[str],
+                   dataset_modalities: Iterable[str] | None = None) -> set[KnnGraph]:
+    """The graphs one run of `model` at `hparams` reads when given the features of
+    `modalities`, on a dataset with `dataset_modalities` (default: the same)."""
     modalities = sorted(modalities)
     if "knn_k" not in hparams or not modalities:
         return set()
     k = int(hparams["knn_k"])
     if model in MEAN_COSINE_MODELS:
-        return {KnnGraph(MEAN_COSINE, k + 1)}
+        fewer = dataset_modalities is not None and set(modalities) != set(dataset_modalities)
+        return {KnnGraph(MEAN_COSINE, k + 1, tuple(modalities) if fewer else ())}
     return {KnnGraph(m, k) for m in modalities}
 
 
@@ -69,10 +85,13 @@ def _modalities(plan: StudyPlan, dataset: str) -> list[str]:
     return sorted(plan.feature_dirs(dataset))
 
 
-def _read_by_any(plan: StudyPlan, dataset: str, model: str,
-                 points: Iterable[dict[str, Any]]) -> list[KnnGraph]:
-    modalities = _modalities(plan, dataset)
-    return sorted(set().union(*(graphs_read_by(model, p, modalities) for p in points)))
+def _read_by_any(plan: StudyPlan, dataset: str, model: str, points: Iterable[dict[str, Any]],
+                 modalities: Iterable[str] | None = None) -> list[KnnGraph]:
+    """Graphs read by a run at any of `points` given the features of `modalities` (default:
+    all of the dataset's)."""
+    have = _modalities(plan, dataset)
+    given = have if modalities is None else sorted(modalities)
+    return sorted(set().union(*(graphs_read_by(model, p, given, have) for p in points)))
 
 
 def grid_run_graphs(plan: StudyPlan, dataset: str, model: str, hp: str) -> list[KnnGraph]:
@@ -96,6 +115,13 @@ def sensitivity_run_graphs(plan: StudyPlan, dataset: str, param: str,
                         [{**p, **extra} for p in selectable_points(plan, "crane")])
 
 
+def modality_ablation_run_graphs(plan: StudyPlan, dataset: str, model: str,
+                                 modalities: str) -> list[KnnGraph]:
+    """Graphs of a modality-ablation run: those of its modalities (a set name) only."""
+    return _read_by_any(plan, dataset, model, selectable_points(plan, model),
+                        plan.modality_set(modalities))
+
+
 def dataset_graphs(plan: StudyPlan, dataset: str) -> list[KnnGraph]:
     """Every graph that some run of `dataset` in the study reads, sorted."""
     return list(_dataset_graphs(plan, dataset))
@@ -113,4 +139,8 @@ def _dataset_graphs(plan: StudyPlan, dataset: str) -> tuple[KnnGraph, ...]:
         for param, values in plan.sensitivity_points().items():
             for value in values:
                 graphs.update(sensitivity_run_graphs(plan, dataset, param, str(value)))
+    if plan.modality_ablation_enabled and dataset in plan.section_scope("modality_ablation")[0]:
+        for model, modalities, why in plan.modality_ablation_cells(dataset):
+            if not why:
+                graphs.update(modality_ablation_run_graphs(plan, dataset, model, modalities))
     return tuple(sorted(graphs))

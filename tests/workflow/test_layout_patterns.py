@@ -17,7 +17,7 @@ from crane import layout
 ROOT = Path(__file__).resolve().parents[2]
 VALUES = {"dataset": "baby", "model": "crane", "hp": "0123456789ab", "seed": "2024",
           "variant": "crane_no_cl", "param": "rca_steps", "value": "3", "modality": "text",
-          "encoder": "minilm", "graph": "text-k10", "job": "acquire", "name": "main.md"}
+          "encoder": "minilm", "modalities": "text", "suffix": "md", "graph": "text-k10", "job": "acquire", "name": "main.md"}
 RESULTS = "results"
 
 PATTERNS = [
@@ -36,6 +36,8 @@ PATTERNS = [
     (layout.final_run_dir, ["dataset", "model", "seed"]),
     (layout.ablation_run_dir, ["dataset", "variant", "seed"]),
     (layout.sensitivity_run_dir, ["dataset", "param", "value", "seed"]),
+    (layout.modality_ablation_run_dir, ["dataset", "model", "modalities", "seed"]),
+    (layout.modality_ablation_table_path, ["dataset", "suffix"]),
     (layout.log_path, ["dataset", "job"]),
     (layout.benchmark_path, ["dataset", "job"]),
     (layout.train_benchmark_path, ["dataset", "model", "seed"]),

@@ -40,6 +40,7 @@ wildcard_constraints:
     graph="[a-z_]+-k[0-9]+",
     encoder="[A-Za-z0-9_]+",
     variant="[a-z0-9_]+",
+    modalities="[a-z]+(\\+[a-z]+)*",
     param="[a-z0-9_]+",
 
 
@@ -78,18 +79,16 @@ def bench_file(job, dataset="{dataset}"):
 
 
 def feature_args(dataset, modalities=None):
-    dirs = PLAN.feature_dirs(dataset)
-    return args("--feature", [f"{m}={dirs[m]}" for m in (modalities or dirs)])
+    """`--feature MODALITY=DIR` of the dataset's modalities, or of `modalities` only (none
+    on a dataset without features: ID-only models need none)."""
+    dirs = PLAN.feature_dirs(dataset, modalities)
+    return args("--feature", [f"{m}={dirs[m]}" for m in dirs])
 
 
 def feature_matrices(dataset, modalities=None):
-    encoders = config["datasets"][dataset].get("features", {})
-    return [str(layout.feature_matrix_path(R, dataset, m, encoders[m]))
-            for m in sorted(modalities or encoders)]
-
-
-def feature_inputs(wildcards):
-    return feature_matrices(wildcards.dataset)
+    encoders = config["datasets"][dataset].get("features") or {}
+    wanted = PLAN.dataset_modalities(dataset) if modalities is None else modalities
+    return [str(layout.feature_matrix_path(R, dataset, m, encoders[m])) for m in sorted(wanted)]
 
 
 def graph_records(dataset, graphs):

@@ -66,8 +66,13 @@ def planned_graph(wildcards):
 
 
 def graph_modalities(wildcards):
-    source = planned_graph(wildcards).source
-    return None if source == graph_plan.MEAN_COSINE else [source]
+    """The modalities the graph is computed from (a mean-cosine graph: all of the dataset's,
+    or the subset a modality-ablation run reads)."""
+    return planned_graph(wildcards).modalities(PLAN.dataset_modalities(wildcards.dataset))
+
+
+def is_mean_cosine(wildcards):
+    return planned_graph(wildcards).source == graph_plan.MEAN_COSINE
 
 
 # The graph is computed on the training device: a cached graph and one computed in memory
@@ -81,7 +86,7 @@ rule knn_graph:
     params:
         features=lambda w: feature_args(w.dataset, graph_modalities(w)),
         k=lambda w: planned_graph(w).k,
-        mean_cosine=lambda w: "" if graph_modalities(w) else "--mean-cosine",
+        mean_cosine=lambda w: "--mean-cosine" if is_mean_cosine(w) else "",
         out=lambda w: layout.graph_dir(R, w.dataset),
     log:
         log_file("graph_{graph}"),

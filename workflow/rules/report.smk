@@ -9,6 +9,9 @@ def table_inputs(wildcards):
         "stats": [str(layout.stats_table_path(R, d)) for d in PLAN.datasets],
         "selected": [PLAN.selection(d, m) for d in PLAN.datasets for m in PLAN.models
                      if PLAN.needs_selection(m)],
+        # built by their own rule; listed here so that the study's target builds them too
+        "modality_ablation": [str(layout.modality_ablation_table_path(R, d, "md"))
+                              for d in PLAN.modality_ablation_datasets()],
     }
 
 
@@ -107,4 +110,53 @@ rule tables:
     shell:
         "{CRANE} tables --results {R:q} --out {T:q} --datasets {params.datasets}"
         " --models {params.models} --seeds {params.seeds} --test {params.test}"
+        " {params.options} > {log:q} 2>&1"
+
+
+# The modality ablation (config `modality_ablation`): one table per dataset, model x modality
+# set, from the modality-ablation runs and the final runs (the set of all modalities).
+def modality_table_inputs(wildcards):
+    runs = [run for run in PLAN.modality_ablation_runs()
+            if run.startswith(f"{layout.runs_root(R, wildcards.dataset)}/")]
+    runs += [PLAN.final_run(wildcards.dataset, m, s)
+             for m in PLAN.modality_ablation_baselines()
+             for s in PLAN.section_scope("modality_ablation")[1]]
+    return [str(layout.run_metrics_path(run)) for run in runs]
+
+
+def modality_table_options(wildcards):
+    d = wildcards.dataset
+    sets = [layout.modality_set_name(s) for s in PLAN.modality_sets(d)]
+    requires = [f"{m}={layout.modality_set_name(PLAN.required_modalities(m))}"
+                for m in PLAN.modality_ablation_models() if PLAN.required_modalities(m)]
+    options = [f"--models {quoted(PLAN.modality_ablation_models())}",
+               f"--sets {quoted(sets)}",
+               f"--all-set {shlex.quote(layout.modality_set_name(PLAN.dataset_modalities(d)))}",
+               f"--seeds {quoted(PLAN.section_scope('modality_ablation')[1])}"]
+    if requires:
+        options.append(f"--requires {quoted(requires)}")
+    if PLAN.modality_ablation_baselines():
+        options.append(f"--baselines {quoted(PLAN.modality_ablation_baselines())}")
+    return " ".join(options)
+
+
+rule modality_ablation_table:
+    output:
+        md=str(layout.modality_ablation_table_path(R, "{dataset}", "md")),
+        tex=str(layout.modality_ablation_table_path(R, "{dataset}", "tex")),
+        csv=str(layout.modality_ablation_table_path(R, "{dataset}", "csv")),
+        html=report(str(layout.modality_ablation_table_path(R, "{dataset}", "html")),
+                    caption="../report/modality_ablation.rst", category="Ablations",
+                    labels={"table": "modality ablation {dataset}"}),
+    input:
+        runs=modality_table_inputs,
+        code=code("modality-table"),
+    params:
+        out=lambda w: layout.modality_ablation_table_path(R, w.dataset, "md").parent,
+        options=modality_table_options,
+    log:
+        str(layout.study_log_path(R, "modality_ablation_{dataset}")),
+    localrule: True
+    shell:
+        "{CRANE} modality-table --results {R:q} --out {params.out:q} --dataset {wildcards.dataset:q}"
         " {params.options} > {log:q} 2>&1"

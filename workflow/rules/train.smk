@@ -1,19 +1,21 @@
 # Training runs: grid points on the tuning seed, the selection on validation, the selected
-# point on every seed, and CRANE's ablation variants and sensitivity sweeps.
+# point on every seed, CRANE's ablation variants and sensitivity sweeps, and the content
+# models' modality ablation.
 
 # The config's own folder of model files, when it names one (else the packaged files).
 MODEL_CONFIG = (f"--model-config {shlex.quote(config['models_dir'])}"
                 if config.get("models_dir") else "")
 
 
-def run_inputs(model, graphs):
-    """Inputs of a training rule: the split, the features, and the kNN graphs the run may
-    read (`graphs(wildcards)`), so a run waits for exactly those graph jobs."""
+def run_inputs(model, graphs, modalities=lambda w: None):
+    """Inputs of a training rule: the split, the features (of `modalities(wildcards)`, default
+    all of the dataset's), and the kNN graphs the run may read (`graphs(wildcards)`), so a run
+    waits for exactly those graph jobs."""
 
     def inputs(wildcards):
         return {
             "interactions": str(layout.interactions_path(R, wildcards.dataset)),
-            "features": feature_inputs(wildcards),
+            "features": feature_matrices(wildcards.dataset, modalities(wildcards)),
             "graphs": graph_records(wildcards.dataset, graphs(wildcards)),
             "code": code(TRAIN_COMMAND, [model(wildcards)]),
         }
@@ -44,11 +46,12 @@ RUN_SHELL = (
 )
 
 
-def run_params(model, out, hparams):
-    """Parameters shared by every training rule; `hparams` is the hyper-parameter argument."""
+def run_params(model, out, hparams, modalities=lambda w: None):
+    """Parameters shared by every training rule; `hparams` is the hyper-parameter argument,
+    `modalities(wildcards)` the features given (default: all of the dataset's)."""
     return dict(
         data=lambda w: layout.data_dir(R, w.dataset),
-        features=lambda w: feature_args(w.dataset),
+        features=lambda w: feature_args(w.dataset, modalities(w)),
         cache=lambda w: layout.graph_dir(R, w.dataset),
         model=model,
         training=q(TRAINING),
@@ -191,6 +194,33 @@ rule train_sensitivity:
         log_file("sensitivity/{param}_{value}_seed{seed}"),
     benchmark:
         bench_file("sensitivity_{param}_{value}_seed{seed}")
+    resources:
+        **RUN_RESOURCES,
+    shell:
+        RUN_SHELL
+
+
+# A content model fed the features of fewer modalities, at its selected point (the set of
+# all the dataset's modalities is the final run: crane/study.py never asks for it here).
+rule train_modality_ablation:
+    output:
+        str(layout.run_metrics_path(layout.modality_ablation_run_dir(
+            R, "{dataset}", "{model}", "{modalities}", "{seed}"))),
+    input:
+        unpack(run_inputs(lambda w: w.model, lambda w: graph_plan.modality_ablation_run_graphs(
+            PLAN, w.dataset, w.model, w.modalities), lambda w: PLAN.modality_set(w.modalities))),
+        selected=selection_input(lambda w: w.model),
+    params:
+        **run_params(
+            model=lambda w: w.model,
+            out=lambda w: PLAN.modality_ablation_run(w.dataset, w.model, w.modalities, w.seed),
+            hparams=lambda w: selected_hparams(w.dataset, w.model),
+            modalities=lambda w: PLAN.modality_set(w.modalities),
+        ),
+    log:
+        log_file("modality_ablation/{model}_{modalities}_seed{seed}"),
+    benchmark:
+        bench_file("modality_ablation_{model}_{modalities}_seed{seed}")
     resources:
         **RUN_RESOURCES,
     shell:
