@@ -196,6 +196,9 @@ def _check_split(name: str, split: dict[str, Any]) -> None:
         if stray:
             raise ConfigError(f"invalid config: datasets.{name}.split: {stray} apply to "
                               f"method time_cut only (method is {split.get('method')!r})")
+    if "seed" in split and split.get("method", "mmrec_random") != "mmrec_random":
+        raise ConfigError(f"invalid config: datasets.{name}.split: `seed` applies to method "
+                          f"mmrec_random only (method is {split['method']!r}): remove it")
 
 
 def _cross_check(config: dict[str, Any], models_dir: Path) -> None:

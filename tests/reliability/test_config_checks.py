@@ -165,3 +165,15 @@ def test_permission_error_names_the_path_and_operation(tmp_path, monkeypatch):
     with pytest.raises(files.WriteError, match=r"creating a file next to .*metrics\.json failed: "
                                                r"Permission denied"):
         files.write_json(tmp_path / "metrics.json", {"a": 1})
+
+
+def test_leave_last_out_split_gets_no_seed_and_a_stray_seed_is_named(demo_config):
+    """A leave_last_out split passed validation with an injected `seed: 2024` default and
+    then failed inside the preprocess job ("unknown option(s) ['seed']")."""
+    demo_config["datasets"]["demo"]["split"] = {"method": "leave_last_out"}
+    assert validate_config(copy.deepcopy(demo_config))["datasets"]["demo"]["split"] == {
+        "method": "leave_last_out"}
+    demo_config["datasets"]["demo"]["split"]["seed"] = 7
+    with pytest.raises(ConfigError, match=r"datasets\.demo\.split: `seed` applies to method "
+                                          r"mmrec_random only"):
+        validate_config(demo_config)
