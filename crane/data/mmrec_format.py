@@ -2,8 +2,10 @@
 
 - `<name>.inter`: TSV with header `userID itemID rating timestamp x_label` (x_label 0 train,
   1 validation, 2 test), rows in MMRec's order (by user, then split order).
-- `u_id_mapping.csv`: TSV `user_id<TAB>userID` (raw user id -> dense id).
-- `i_id_mapping.csv`: TSV `asin<TAB>itemID` (ASIN -> dense id).
+- `u_id_mapping.csv`: TSV `user_id<TAB>userID` (raw user id -> dense id); optional when
+  reading, as in MMRec (which trains from the `.inter` alone): without it the ids are their
+  own names ("0", "1", ...), 0..the largest id.
+- `i_id_mapping.csv`: TSV `asin<TAB>itemID` (ASIN -> dense id); optional likewise.
 
 Reading checks what training would otherwise trip over later, each error naming the file and
 line: an empty file, ids outside the mappings or unused (ids must be dense: every id of a
@@ -68,8 +70,6 @@ def read_mmrec(folder: str | Path, name: str) -> MMRecFolder:
     folder = Path(folder)
     inter_path = folder / f"{name}.inter"
     inter = _read_tsv(inter_path, required=["userID", "itemID", "x_label"])
-    users = _read_mapping(folder / USER_MAPPING, "user_id", "userID")
-    items = _read_mapping(folder / ITEM_MAPPING, "asin", "itemID")
     frame = pd.DataFrame({
         "user_id": _int_column(inter, "userID", inter_path),
         "item_id": _int_column(inter, "itemID", inter_path),
@@ -79,6 +79,8 @@ def read_mmrec(folder: str | Path, name: str) -> MMRecFolder:
                       else np.zeros(len(inter), dtype=np.int64)),
         "split": _int_column(inter, "x_label", inter_path).astype(np.int8),
     })
+    users = _vocabulary(folder / USER_MAPPING, "user_id", "userID", frame["user_id"])
+    items = _vocabulary(folder / ITEM_MAPPING, "asin", "itemID", frame["item_id"])
     for column, vocabulary, mapping in (("user_id", users, USER_MAPPING),
                                         ("item_id", items, ITEM_MAPPING)):
         values = frame[column].to_numpy()
@@ -146,16 +148,26 @@ def _drop_repeated_pairs(frame: pd.DataFrame, path: Path) -> tuple[pd.DataFrame,
     return frame.loc[~later].reset_index(drop=True), int(later.sum())
 
 
+def _vocabulary(mapping: Path, raw_column: str, id_column: str, ids: pd.Series) -> np.ndarray:
+    """The raw names by dense id: from the mapping file, else the ids' own names."""
+    if mapping.exists():
+        return _read_mapping(mapping, raw_column, id_column)
+    n_ids = int(ids.max()) + 1 if len(ids) and ids.max() >= 0 else 0
+    return np.array([str(n) for n in range(n_ids)], dtype=object)
+
+
 def _check_dense(ids: np.ndarray, n_ids: int, column: str, path: Path, mapping: Path) -> None:
     used = np.zeros(n_ids, dtype=bool)
     used[ids] = True
     unused = np.flatnonzero(~used)
     if len(unused):
+        of = (f"of {mapping}" if mapping.exists()
+              else f"no {mapping.name}: the ids 0..the largest")
         raise ValueError(
-            f"{path}: {column} is not dense: {len(unused)} of the ids 0..{n_ids - 1} (of "
-            f"{mapping}) never occur in it, e.g. {unused[0]}; every id needs an interaction "
-            f"(MMRec counts ids as the largest + 1): remove the unused ids from the mapping "
-            f"and renumber, or build the folder from the raw pairs with `crane preprocess`")
+            f"{path}: {column} is not dense: {len(unused)} of the ids 0..{n_ids - 1} ({of}) "
+            f"never occur in it, e.g. {unused[0]}; every id needs an interaction (MMRec "
+            f"counts ids as the largest + 1): remove the unused ids and renumber, or build "
+            f"the folder from the raw pairs with `crane preprocess`")
 
 
 def _write_tsv(path: Path, frame: pd.DataFrame) -> None:
