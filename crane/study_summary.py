@@ -30,7 +30,7 @@ from crane.study import StudyPlan
 # The rules in pipeline order, as Snakemake's job table names them; `all` is the target rule.
 RULES = ("acquire", "fetch_images", "preprocess", "dataset_stats", "features", "knn_graph",
          "train_grid_point", "select", "train_final", "train_ablation", "train_sensitivity",
-         "tables", "all")
+         "train_modality_ablation", "modality_ablation_table", "tables", "all")
 
 # Where the stored benchmark table sits in a checkout (an installed package has none).
 BENCHMARK_TABLE = Path("benchmarks") / "results" / "benchmark.csv"
@@ -100,11 +100,16 @@ def job_counts(plan: StudyPlan) -> dict[str, int]:
             counts["train_grid_point"] += len(plan.tuning_runs(dataset, model))
             counts["select"] += 1
     # The ablation variant without overrides is the final CRANE run itself: one job.
+    # So is the modality set of all the dataset's modalities.
     final_runs = set(plan.final_runs())
     ablation_runs = set(plan.ablation_runs())
-    counts["train_final"] = len(final_runs | {r for r in ablation_runs if _is_final(plan, r)})
+    modality_runs = set(plan.modality_ablation_runs())
+    counts["train_final"] = len(final_runs | {r for r in ablation_runs | modality_runs
+                                              if _is_final(plan, r)})
     counts["train_ablation"] = len({r for r in ablation_runs if not _is_final(plan, r)})
     counts["train_sensitivity"] = len(set(plan.sensitivity_runs()))
+    counts["train_modality_ablation"] = len({r for r in modality_runs if not _is_final(plan, r)})
+    counts["modality_ablation_table"] = len(plan.modality_ablation_datasets())
     counts["tables"] = 1
     counts["all"] = 1
     return {rule: counts[rule] for rule in RULES if counts[rule]}
@@ -275,6 +280,10 @@ def training_runs(plan: StudyPlan, dataset: str) -> Counter[str]:
     runs["crane"] += len({r for r in plan.ablation_runs()
                           if r.startswith(prefix) and not _is_final(plan, r)})
     runs["crane"] += len({r for r in plan.sensitivity_runs() if r.startswith(prefix)})
+    modality_root = f"{layout.modality_ablation_root(plan.results, dataset)}/"
+    for run in set(plan.modality_ablation_runs()):
+        if run.startswith(modality_root):  # <root>/<model>/<set>/seed<N>
+            runs[run[len(modality_root):].split("/")[0]] += 1
     return +runs
 
 
