@@ -27,8 +27,13 @@ Usage (from the repository root; a run folder per (model, seed) makes it resumab
 
 The numbers these commands give, and the command behind each row, are in docs/training.md.
 
-The folder is read directly (`baby.inter`: userID itemID rating timestamp x_label, with
+The folder is read directly (`<name>.inter`: userID itemID rating timestamp x_label, with
 x_label 0/1/2 = train/validation/test); n_users and n_items are the largest ids + 1.
+`--folder` takes any MMRec folder, or the `.inter` file itself; `--name` picks `<name>.inter`
+in a folder holding several (default: the folder's only `.inter` file). MMRec's reference
+numbers above are Baby's: on another dataset the gaps compare with them only as a yardstick.
+
+    python benchmarks/fidelity_mmrec.py --folder data/sports --name sports --models bpr
 """
 
 from __future__ import annotations
@@ -73,10 +78,30 @@ PUBLISHED = {"bpr": (0.0575, 0.0249), "lightgcn": (0.0754, 0.0328)}
 RELATIVE_TOLERANCE = 0.03
 
 
-def read_mmrec_folder(folder: Path, name: str = "baby") -> Interactions:
+def inter_file(folder: Path, name: str | None) -> Path:
+    """The `.inter` file of `--folder` (a folder or the file itself) and `--name`."""
+    folder = Path(folder)
+    if folder.suffix == ".inter" and folder.is_file() and name in (None, folder.stem):
+        return folder
+    present = sorted(p.name for p in folder.glob("*.inter")) if folder.is_dir() else []
+    if name is None:
+        if len(present) == 1:
+            return folder / present[0]
+        if len(present) > 1:
+            raise ValueError(f"{folder}: {len(present)} .inter files ({present}): choose one "
+                             f"with --name")
+        name = folder.name
     path = folder / f"{name}.inter"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: MMRec interaction file not found")
+    if not path.is_file():
+        where = f"the folder has {present}" if folder.is_dir() else f"{folder} is not a folder"
+        raise FileNotFoundError(f"{path}: MMRec interaction file not found; {where}: pass "
+                                f"--folder the folder or the .inter file, and --name the "
+                                f"file's stem")
+    return path
+
+
+def read_mmrec_folder(folder: Path, name: str | None = None) -> Interactions:
+    path = inter_file(folder, name)
     frame = pd.read_csv(path, sep="\t", usecols=["userID", "itemID", "x_label"])
     bad = ~frame["x_label"].isin([0, 1, 2])
     if bad.any():
@@ -140,7 +165,10 @@ def time_models(data: TrainData, interactions: Interactions, model_names: list[s
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--folder", type=Path, default=DEFAULT_FOLDER)
+    parser.add_argument("--folder", type=Path, default=DEFAULT_FOLDER,
+                        help="an MMRec dataset folder, or its .inter file")
+    parser.add_argument("--name", default=None,
+                        help="read <folder>/<name>.inter (default: the folder's only .inter)")
     parser.add_argument("--models", nargs="+", default=list(MMREC), choices=list(MMREC))
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     parser.add_argument("--max-epochs", type=int, default=1000)
@@ -158,8 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results/fidelity_mmrec"),
                         help="run folders (resumable) and summary.json")
     args = parser.parse_args(argv)
+    args.inter = inter_file(args.folder, args.name)
     data, interactions, training = load(args)
-    print(f"{args.folder}: {interactions.n_users} users, {interactions.n_items} items, "
+    print(f"{args.inter}: {interactions.n_users} users, {interactions.n_items} items, "
           f"split {np.bincount(interactions.split).tolist()}", flush=True)
     if args.timing:
         return time_models(data, interactions, args.models, args.timing)
@@ -177,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = compare(per_seed, ref_recall, ref_ndcg)
         entry = {
             "hparams": hparams, "seeds": args.seeds, "metrics": rows,
-            "reference": "published table" if args.grid else "MMRec on this folder, seed 999",
+            "file": str(args.inter),
+            "reference": reference_of(args),
             "best_epochs": [m["best_epoch"] for m in per_seed],
             "epochs_run": [m["epochs_run"] for m in per_seed],
             "seconds_per_epoch": float(np.mean([m["seconds_per_epoch"] for m in per_seed])),
@@ -203,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
 def load(args: argparse.Namespace) -> tuple[TrainData, Interactions, TrainingConfig]:
     if args.threads:
         torch.set_num_threads(args.threads)
-    interactions = read_mmrec_folder(args.folder)
+    interactions = read_mmrec_folder(args.inter)
     train_user, train_item = interactions.part(TRAIN)
     data = TrainData(interactions.n_users, interactions.n_items, train_user, train_item,
                      device=torch.device(args.device))
@@ -232,6 +262,16 @@ def train_in_worker(model: str, hparams: dict, seed: int, args: argparse.Namespa
     train_seed(model, hparams, seed, args, data, interactions, training)
 
 
+def reference_of(args: argparse.Namespace) -> str:
+    what = "published table" if args.grid else "MMRec on the Baby folder, seed 999"
+    return what if args.inter.stem == "baby" else f"{what} (Baby's numbers; this is " \
+        f"{args.inter.name})"
+
+
+def dataset_label(inter: Path) -> str:
+    return "amazon2014-baby-mmrec" if inter.stem == "baby" else f"{inter.stem}-mmrec"
+
+
 def run_dir_of(out: Path, model: str, hparams: dict, seed: int) -> Path:
     """MMRec's point keeps the plain layout, so a grid search reuses its runs."""
     if hparams == MMREC[model][0]:
@@ -246,7 +286,7 @@ def train_seed(model: str, hparams: dict, seed: int, args: argparse.Namespace,
     if not (run_dir / "metrics.json").exists():
         wall, cpu = time.perf_counter(), time.process_time()
         result = fit_and_evaluate(data, interactions, model, hparams, seed, training,
-                                  run_dir=run_dir, dataset="amazon2014-baby-mmrec",
+                                  run_dir=run_dir, dataset=dataset_label(args.inter),
                                   log=progress_printer(f"[{model} seed {seed}]"))
         print(f"{model} {hparams} seed {seed}: {time.perf_counter() - wall:.0f}s wall, "
               f"{time.process_time() - cpu:.0f}s cpu, {result.epochs_run} epochs, "

@@ -16,7 +16,7 @@ import fidelity_mmrec  # noqa: E402
 from crane import files  # noqa: E402
 
 
-def write_folder(folder: Path, labels: list[int] | None = None) -> Path:
+def write_folder(folder: Path, labels: list[int] | None = None, name: str = "baby") -> Path:
     """40 users x 8 items each out of 30: six training, one validation, one test item."""
     rng = np.random.default_rng(0)
     rows = []
@@ -27,7 +27,7 @@ def write_folder(folder: Path, labels: list[int] | None = None) -> Path:
     if labels is not None:
         frame.loc[:len(labels) - 1, "x_label"] = labels
     folder.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(folder / "baby.inter", sep="\t", index=False)
+    frame.to_csv(folder / f"{name}.inter", sep="\t", index=False)
     return folder
 
 
@@ -68,3 +68,23 @@ def test_parallel_jobs_give_the_runs_one_process_gives(tmp_path):
         summaries[jobs] = files.read_json(out / "summary.json")["lightgcn"]["metrics"]
         assert sorted(p.name for p in (out / "lightgcn").iterdir()) == ["seed1", "seed2", "seed3"]
     assert summaries[2] == summaries[1]
+
+
+def test_any_folder_and_inter_file_name(tmp_path, capsys):
+    folder = write_folder(tmp_path / "downloads", name="sports")
+    inter = folder / "sports.inter"
+    assert fidelity_mmrec.inter_file(folder, None) == inter        # the folder's only .inter
+    assert fidelity_mmrec.inter_file(inter, None) == inter         # the file itself
+    assert fidelity_mmrec.inter_file(folder, "sports") == inter
+    assert fidelity_mmrec.read_mmrec_folder(folder, "sports").n_users == 40
+    with pytest.raises(FileNotFoundError, match=r"downloads/clothing\.inter: MMRec interaction "
+                                                r"file not found; the folder has "
+                                                r"\['sports\.inter'\]"):
+        fidelity_mmrec.inter_file(folder, "clothing")
+    write_folder(folder, name="clothing")
+    with pytest.raises(ValueError, match=r"2 \.inter files \(\['clothing\.inter', "
+                                         r"'sports\.inter'\]\): choose one with --name"):
+        fidelity_mmrec.inter_file(folder, None)
+    fidelity_mmrec.main(["--folder", str(inter), "--models", "bpr", "--timing", "1",
+                         "--threads", "1"])
+    assert f"{inter}: 40 users, 30 items" in capsys.readouterr().out
