@@ -292,8 +292,13 @@ def test_local_images_are_copied_and_urls_kept(tmp_path):
         (tmp_path / "in" / "pics" / "one.png").read_bytes()
     manifest = json.loads((raw / "acquired.json").read_text())
     assert "images/i1.png" in manifest["files"]
-    urls = pd.read_parquet(out / "items.parquet")["image_url"].tolist()
-    assert urls == ["", "http://example.org/2.jpg", "", "", ""]
+    frame = pd.read_parquet(out / "items.parquet")
+    assert frame["image_url"].tolist() == ["", "http://example.org/2.jpg", "", "", ""]
+    # the image fetch step finds the local copy in its cache (the URL row left out: no network)
+    from crane.features.image_fetch import fetch_images
+
+    report = fetch_images(frame[frame["image_url"] == ""], raw / "images", progress=False)
+    assert report.cached == ["i1"] and sorted(report.no_url) == ["i3", "i4", "i5"]
 
 
 def test_option_errors(tmp_path):

@@ -174,9 +174,9 @@ def _file_columns(path: Path, fmt: str, sep: str | None) -> list[str]:
         return list(pd.read_csv(path, sep=sep, nrows=0, compression=compression).columns)
     except (pa.ArrowException, OSError, EOFError, ValueError, UnicodeDecodeError,
             pd.errors.ParserError, pd.errors.EmptyDataError) as error:
-        raise parse.ParseError(f"{path}: not a readable {'parquet' if fmt == 'parquet' else 'delimited text'} "
-                               f"table ({type(error).__name__}: {error}); check the file "
-                               f"and its format") from None
+        kind = "parquet" if fmt == "parquet" else "delimited text"
+        raise parse.ParseError(f"{path}: not a readable {kind} table ({type(error).__name__}: "
+                               f"{error}); check the file and its format") from None
 
 
 def _check_columns(path: Path, present: list[str], wanted: list[tuple[str, str]],
