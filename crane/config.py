@@ -159,6 +159,12 @@ def _encoder_fits_source(source: dict[str, Any], modality: str, encoder_type: st
         return None
     if encoder_type == "mmrec_npy":
         return "mmrec_npy reads an mmrec folder's .npy files; this source is " + repr(kind)
+    if kind == "table" and not source.get("items"):
+        return ("a table source without `items` has no item text or images: add "
+                "`source.items` (path, item, text) or drop the dataset's `features`")
+    if kind == "table" and modality == "image" and not source["items"].get("image"):
+        return ("the table source's item table names no image column: set "
+                "`source.items.image`, or use the text modality only")
     if encoder_type in _TEXT_ENCODERS:
         if modality != "text":
             return f"{encoder_type} is a text encoder"

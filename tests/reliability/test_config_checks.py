@@ -177,3 +177,21 @@ def test_leave_last_out_split_gets_no_seed_and_a_stray_seed_is_named(demo_config
     with pytest.raises(ConfigError, match=r"datasets\.demo\.split: `seed` applies to method "
                                           r"mmrec_random only"):
         validate_config(demo_config)
+
+
+def test_table_source_features_need_the_item_table_columns(demo_config):
+    """A table source without an item table (or without an image column) asked for text or
+    image features: the features job failed, or imputed every item, after the data jobs ran."""
+    interactions = {"path": "data/interactions.csv", "user": "u", "item": "i"}
+    demo_config["datasets"]["demo"]["source"] = {"type": "table", "interactions": interactions}
+    demo_config["datasets"]["demo"]["features"] = {"text": "minilm"}
+    with pytest.raises(ConfigError, match=r"features\.text: encoder 'minilm': a table source "
+                                          r"without `items`"):
+        validate_config(copy.deepcopy(demo_config))
+    demo_config["datasets"]["demo"]["source"]["items"] = {"path": "data/items.csv", "item": "i",
+                                                          "text": ["title"]}
+    demo_config["datasets"]["demo"]["features"] = {"text": "minilm", "image": "colorhist"}
+    with pytest.raises(ConfigError, match=r"features\.image: .*names no image column"):
+        validate_config(copy.deepcopy(demo_config))
+    demo_config["datasets"]["demo"]["features"] = {"text": "minilm"}
+    validate_config(demo_config)
