@@ -360,3 +360,12 @@ def test_real_scientific_through_the_table_source(tmp_path):
     assert texts.nunique() >= 4000
     data = load_interactions(out)
     assert np.unique(data.user[data.split == TEST]).size == stats["users"]
+    # the real MiniLM over the real text: distinct items get distinct vectors
+    from crane.features.extract import extract_features
+
+    extract_features(out, tmp_path / "raw", "text", "minilm_text",
+                     {"type": "sentence_transformers", "model": "all-MiniLM-L6-v2",
+                      "fields": ["text"]}, tmp_path / "features")
+    features = np.load(tmp_path / "features" / "features.npy")
+    assert features.shape == (stats["items"], 384)
+    assert np.unique(features.round(5), axis=0).shape[0] >= 4000
