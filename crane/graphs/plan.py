@@ -6,7 +6,8 @@ from its model and hyper-parameters:
 
 - a model with a `knn_k` hyper-parameter reads the top-`knn_k` graph of each feature modality
   of the dataset (FREEDOM, LATTICE, MGCN, CRANE; CRANE without its item graph reads none, and
-  is planned one graph too many, never one too few);
+  is planned one graph too many, never one too few); a `<modality>_knn_k` (SMORE's
+  `image_knn_k`, `text_knn_k`) sets that modality's k instead;
 - ItemKNN-CBF reads one graph of the mean-cosine features at `knn_k + 1` (each item is among
   its own neighbours and is dropped).
 
@@ -59,13 +60,15 @@ def graphs_read_by(model: str, hparams: dict[str, Any], modalities: Iterable[str
     """The graphs one run of `model` at `hparams` reads when given the features of
     `modalities`, on a dataset with `dataset_modalities` (default: the same)."""
     modalities = sorted(modalities)
-    if "knn_k" not in hparams or not modalities:
+    if not modalities:
         return set()
-    k = int(hparams["knn_k"])
     if model in MEAN_COSINE_MODELS:
+        k = int(hparams["knn_k"])
         fewer = dataset_modalities is not None and set(modalities) != set(dataset_modalities)
         return {KnnGraph(MEAN_COSINE, k + 1, tuple(modalities) if fewer else ())}
-    return {KnnGraph(m, k) for m in modalities}
+    # A modality's own `<modality>_knn_k` (SMORE's image_knn_k, text_knn_k) before `knn_k`.
+    ks = {m: hparams.get(f"{m}_knn_k", hparams.get("knn_k")) for m in modalities}
+    return {KnnGraph(m, int(k)) for m, k in ks.items() if k is not None}
 
 
 @lru_cache(maxsize=None)

@@ -11,6 +11,7 @@ reference (`reference_*`) that computes the same thing, and an equivalence test 
 - dropout:     inverted dropout; degree-sensitive edge dropout of the user-item graph
 - sparse_dropout: dropout of each stored entry of a sparse graph (SelfCF's graph encoder)
 - segment_softmax: softmax within groups of entries (attention over a node's edges, GRCN)
+- spectral:    learned filters over the FFT of the embedding dimension (SMORE)
 - scores:      users @ items.T for full ranking
 - adam:        Adam through torch's fused kernel
 - threads:     who uses the run's CPU threads (torch's, and hand-split sparse products)

@@ -25,7 +25,7 @@ OURS = "ours"
 MODEL_GROUPS: dict[str, tuple[str, ...]] = {
     GENERAL: ("mostpop", "bpr", "lightgcn", "selfcf", "layergcn", "xsimgcl"),
     MULTIMODAL: ("itemknn_cbf", "vbpr", "mmgcn", "grcn", "mvgae", "dualgnn", "lattice", "slmrec",
-                 "freedom", "bm3", "dragon", "mgcn", "lgmrec"),
+                 "freedom", "bm3", "dragon", "mgcn", "lgmrec", "smore"),
     OURS: ("crane",),
 }
 GROUP_ORDER: tuple[str, ...] = (GENERAL, MULTIMODAL, OTHER, OURS)
@@ -51,6 +51,7 @@ MODEL_LABELS = {
     "bm3": "BM3",
     "mgcn": "MGCN",
     "lgmrec": "LGMRec",
+    "smore": "SMORE",
     "crane": "CRANE",
 }
 

@@ -83,7 +83,10 @@ def test_the_study_plan_builds_each_graph_its_runs_read():
     plan = StudyPlan(config)
     names = [g.name for g in graph_plan.dataset_graphs(plan, "baby")]
     grid = load_model_config("itemknn_cbf")["grid"]["knn_k"]
-    assert set(names) == {"image-k10", "text-k10"} | {f"mean_cosine-k{k + 1}" for k in grid}
+    smore = load_model_config("smore")["grid"]  # a k per modality
+    per_modality = {f"{m}-k{k}" for m in ("image", "text") for k in smore[f"{m}_knn_k"]}
+    assert set(names) == ({"image-k10", "text-k10"} | per_modality
+                          | {f"mean_cosine-k{k + 1}" for k in grid})
     assert max(grid) + 1 == 201
     # a final ItemKNN-CBF run may read any point the selection can choose
     assert len(graph_plan.final_run_graphs(plan, "baby", "itemknn_cbf")) == len(grid)
