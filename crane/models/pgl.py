@@ -1,4 +1,5 @@
-"""PGL (Yu, Tan, Lu, Bao, AAAI 2025): message passing on a principal subgraph of the user-item graph.
+"""PGL (Yu, Tan, Lu, Bao, AAAI 2025): message passing on a principal subgraph of the user-item
+graph.
 
 Paper: *Mind Individual Information! Principal Graph Learning for Multimedia Recommendation*.
 Reference: enoche/MMRec `src/models/pgl.py` (the same code as the authors' demonph10/PGL
