@@ -40,7 +40,9 @@ Deliberate differences:
   well defined when d and m are even (otherwise the reference splits a pair of equal
   singular values, and its result depends on the solver): `global` needs embedding_size =
   8q or 8q + 2, q >= 1. tests/models/test_pgl.py checks the block form against the
-  reference's dense SVD of A_hat.
+  reference's dense SVD of A_hat. Where R itself repeats a singular value across the paired
+  window (every connected component of the graph has singular value 1), the reference's
+  product depends on its solver's basis, and so does ours.
 - One modality is supported (the reference normalises both and fails with one): the user and
   item vectors then hold that modality's part only.
 - Dropout masks are drawn by `FastDropout` (torch.rand; nn.Dropout draws Bernoulli): the same
