@@ -25,7 +25,7 @@ OURS = "ours"
 MODEL_GROUPS: dict[str, tuple[str, ...]] = {
     GENERAL: ("mostpop", "bpr", "lightgcn", "selfcf", "layergcn", "xsimgcl"),
     MULTIMODAL: ("itemknn_cbf", "vbpr", "mmgcn", "grcn", "mvgae", "dualgnn", "lattice", "slmrec",
-                 "freedom", "bm3", "dragon", "mgcn", "lgmrec", "smore"),
+                 "freedom", "bm3", "dragon", "mgcn", "lgmrec", "smore", "pgl"),
     OURS: ("crane",),
 }
 GROUP_ORDER: tuple[str, ...] = (GENERAL, MULTIMODAL, OTHER, OURS)
@@ -52,6 +52,7 @@ MODEL_LABELS = {
     "mgcn": "MGCN",
     "lgmrec": "LGMRec",
     "smore": "SMORE",
+    "pgl": "PGL",
     "crane": "CRANE",
 }
 
