@@ -34,6 +34,14 @@ RUN_BY: dict[str, tuple[str, str]] = {
         HERE, '"snakemake --cores all --configfile config/paper.yaml"'),
     "snakemake -n --configfile config/paper.yaml": (HERE, '"snakemake -n --configfile config/paper.yaml"'),
     "snakemake --cores all --config seeds=[1,2,3]": (HERE, '"snakemake --cores all --config seeds=[1,2,3]"'),
+    "snakemake --cores all --configfile config/scientific.yaml": (
+        HERE, '"snakemake --cores all --configfile config/scientific.yaml"'),
+    "snakemake --cores all --configfile config/scientific-encoders.yaml": (
+        HERE, '"snakemake --cores all --configfile config/scientific-encoders.yaml"'),
+    "python benchmarks/encoders.py --items results/scientific/scientific/data/items.parquet": (
+        "tests/benchmarks/test_encoders_benchmark.py", "encoders.main(["),
+    "crane plan --config config/scientific.yaml": (
+        HERE, '["plan", "--config", "config/scientific.yaml"]'),
     "snakemake --configfile config/paper.yaml --workflow-profile workflow/profiles/slurm": (
         HERE, '"snakemake --configfile config/paper.yaml --workflow-profile workflow/profiles/slurm"'),
     "snakemake --configfile config/paper.yaml --workflow-profile workflow/profiles/slurm-gpu": (
@@ -122,6 +130,8 @@ def checkout(tmp_path_factory) -> Path:
     "snakemake --cores all --configfile config/paper.yaml",
     "snakemake -n --configfile config/paper.yaml",
     "snakemake --cores all --config seeds=[1,2,3]",
+    "snakemake --cores all --configfile config/scientific.yaml",
+    "snakemake --cores all --configfile config/scientific-encoders.yaml",
     "snakemake --configfile config/paper.yaml --workflow-profile workflow/profiles/slurm",
     "snakemake --configfile config/paper.yaml --workflow-profile workflow/profiles/slurm-gpu",
 ])
@@ -149,6 +159,7 @@ def test_run_py_test_runs_a_test_file():
 
 @pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["models"],
                                   ["plan", "--config", "config/paper.yaml"],
+                                  ["plan", "--config", "config/scientific.yaml"],
                                   ["outputs", "--config", "config/config.yaml"]])
 def test_readme_crane_commands(args):
     done = run([sys.executable, "-m", "crane", *args])
