@@ -9,6 +9,8 @@ registered). The kernels they run on live in `crane.ops`.
 - `PreferenceGCN`, `softmax_pair_weights`, `sampled_user_graph`: the per-modality GCN, the
   softmax-normalised modality weights and the per-epoch user graph of MMRec's DualGNN and
   DRAGON (one GCN class and one sampling routine in MMRec too).
+- `fused_views_loss`: MGCN's batch loss over a content and a fused side view, which SMORE's
+  reference repeats line for line.
 
 All fusion modules take the modality tokens of a batch of entities as one (M, B, d) tensor
 (M = number of modalities, slice m holds modality m) and return one (B, d) vector per entity.
@@ -25,7 +27,9 @@ from torch import nn
 from crane.graphs.item_knn import cached_neighbours, knn_mean_graph
 from crane.graphs.user_user import neighbour_lists_matrix, softmax_neighbour_lists
 from crane.models.base import TrainData
+from crane.ops.contrastive import one_way_info_nce
 from crane.ops.dropout import FastDropout
+from crane.ops.losses import logsigmoid_bpr_loss
 from crane.ops.propagation import BipartitePropagation, SquareGraph, lightgcn_layer_sum
 from crane.ops.sparse import to_torch_sparse
 
@@ -202,3 +206,31 @@ def sampled_user_graph(neighbours: sp.csr_matrix, k: int, n_users: int,
     indices, weights = softmax_neighbour_lists(neighbours, k, generator)
     matrix = neighbour_lists_matrix(indices, weights, n_users)
     return SquareGraph(to_torch_sparse(matrix, device), to_torch_sparse(matrix.T, device))
+
+
+def fused_views_loss(content: torch.Tensor, modal: dict[str, torch.Tensor], fuse,
+                     users: torch.Tensor, pos_items: torch.Tensor, neg_items: torch.Tensor,
+                     n_users: int, reg_weight: float, cl_weight: float,
+                     temperature: float) -> dict[str, torch.Tensor]:
+    """MGCN's loss, which SMORE's reference repeats: the content view plus the side view that
+    `fuse(content_rows, modal_rows)` makes, computed at the batch's distinct nodes only (it is
+    row-wise, so the numbers are the reference's); log-sigmoid BPR, a squared-L2 term over the
+    batch's final embeddings, and one-way InfoNCE from the side to the content view of the
+    positive items and of the users."""
+    nodes = torch.cat([users, n_users + pos_items, n_users + neg_items])
+    unique_nodes, index = torch.unique(nodes, return_inverse=True)
+    content_rows = content[unique_nodes]
+    side_rows = fuse(content_rows, {name: view[unique_nodes] for name, view in modal.items()})
+    final = (content_rows + side_rows)[index]
+    user_e, pos_e, neg_e = final.split(len(users))
+    terms = {"bpr": logsigmoid_bpr_loss(user_e, pos_e, neg_e)}
+    if reg_weight != 0:
+        squared = user_e.square().sum() + pos_e.square().sum() + neg_e.square().sum()
+        terms["reg"] = reg_weight * 0.5 * squared / len(users)
+    if cl_weight != 0:
+        side, content_b = side_rows[index], content_rows[index]
+        n = len(users)
+        terms["cl"] = cl_weight * (
+            one_way_info_nce(side[n:2 * n], content_b[n:2 * n], temperature)
+            + one_way_info_nce(side[:n], content_b[:n], temperature))
+    return terms

@@ -41,8 +41,7 @@ from crane.graphs.user_item import symmetric_bipartite_adjacency
 from crane.models import register
 from crane.models.base import Recommender, TrainData
 from crane.models.hyperparameters import HyperParameters, hparam
-from crane.ops.contrastive import one_way_info_nce
-from crane.ops.losses import logsigmoid_bpr_loss
+from crane.models.layers import fused_views_loss
 from crane.ops.propagation import SquareGraph, lightgcn_layer_mean
 from crane.ops.sparse import to_torch_sparse
 
@@ -132,25 +131,9 @@ class MGCN(Recommender):
         if neg_items is None:
             raise ValueError("mgcn trains on (user, positive, negative) triples; got no negatives")
         content, modal = self.views()
-        # Fuse only the batch's distinct nodes (row-wise, so the numbers are MMRec's).
-        nodes = torch.cat([users, self.n_users + pos_items, self.n_users + neg_items])
-        unique_nodes, index = torch.unique(nodes, return_inverse=True)
-        content_rows = content[unique_nodes]
-        side_rows = self.fuse(content_rows, {m: v[unique_nodes] for m, v in modal.items()})
-        final = (content_rows + side_rows)[index]
-        user_e, pos_e, neg_e = final.split(len(users))
-        cfg = self.config
-        terms = {"bpr": logsigmoid_bpr_loss(user_e, pos_e, neg_e)}
-        if cfg.reg_weight != 0:
-            squared = user_e.square().sum() + pos_e.square().sum() + neg_e.square().sum()
-            terms["reg"] = cfg.reg_weight * 0.5 * squared / len(users)
-        if cfg.cl_loss != 0:
-            side, content_b = side_rows[index], content_rows[index]
-            n = len(users)
-            terms["cl"] = cfg.cl_loss * (
-                one_way_info_nce(side[n:2 * n], content_b[n:2 * n], INFONCE_TEMPERATURE)
-                + one_way_info_nce(side[:n], content_b[:n], INFONCE_TEMPERATURE))
-        return terms
+        return fused_views_loss(content, modal, self.fuse, users, pos_items, neg_items,
+                                self.n_users, self.config.reg_weight, self.config.cl_loss,
+                                INFONCE_TEMPERATURE)
 
     def scoring_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
         content, modal = self.views()
