@@ -60,7 +60,7 @@ def run_fetch_images(args: argparse.Namespace) -> int:
     from crane.data.download import RetryPolicy
     from crane.features.extract import read_items
     from crane.features.image_fetch import DEFAULT_POLICY, fetch_images
-    from crane.features.image_files import images_dir
+    from crane.data.raw_images import images_dir
 
     policy = RetryPolicy(retries=args.retries, backoff=DEFAULT_POLICY.backoff,
                          max_backoff=DEFAULT_POLICY.max_backoff, timeout=DEFAULT_POLICY.timeout)

@@ -43,6 +43,7 @@ from PIL import Image
 
 from crane import files
 from crane.data.image_features_b import FEATURE_DIM, write_image_features_b
+from crane.data.raw_images import images_dir
 
 
 @dataclass(frozen=True)
@@ -239,7 +240,7 @@ def generate_demo(raw_dir: str | Path, users: int = 1500, items: int = 800, seed
     write_image_features_b(raw_dir / names["features"], list(asins[has_vector]),
                            vectors[has_vector])
 
-    image_files, no_image, corrupt = _write_images(rng, raw_dir / "images", asins,
+    image_files, no_image, corrupt = _write_images(rng, images_dir(raw_dir), asins,
                                                    image_style)
     return DemoSummary(
         raw_dir=raw_dir, category=category,

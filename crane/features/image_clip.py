@@ -17,9 +17,9 @@ import pandas as pd
 import torch
 
 from crane import files
+from crane.data.raw_images import images_dir
 from crane.features.encoded import EncodedItems, cfg_int
-from crane.features.image_files import (DEFAULT_LOAD_WORKERS, encode_image_files, images_dir,
-                                        open_rgb)
+from crane.features.image_files import DEFAULT_LOAD_WORKERS, encode_image_files, open_rgb
 from crane.features.weights import state_dict_sha256
 
 DEFAULT_BATCH_SIZE = 64

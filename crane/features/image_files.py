@@ -1,4 +1,5 @@
-"""The raw image cache (`raw/images/<asin>.<ext>`) and the loop every image encoder shares.
+"""Reading the raw image cache (`raw/images/<asin>.<ext>`, crane/data/raw_images.py) and the
+loop every image encoder shares.
 
 An image encoder is two functions: `prepare(path)` turns one file into an array or tensor
 (decoding, resizing; run in a thread pool because PIL releases the GIL while decoding), and
@@ -18,12 +19,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-IMAGES_SUBDIR = "images"
 DEFAULT_LOAD_WORKERS = 4
-
-
-def images_dir(raw_dir: str | os.PathLike) -> Path:
-    return Path(raw_dir) / IMAGES_SUBDIR
 
 
 def find_cached_images(image_dir: str | os.PathLike) -> dict[str, Path]:

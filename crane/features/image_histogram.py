@@ -17,7 +17,8 @@ import pandas as pd
 from PIL import Image
 
 from crane.features.encoded import EncodedItems, cfg_int
-from crane.features.image_files import DEFAULT_LOAD_WORKERS, encode_image_files, images_dir
+from crane.data.raw_images import images_dir
+from crane.features.image_files import DEFAULT_LOAD_WORKERS, encode_image_files
 
 DEFAULT_BINS = 8
 DEFAULT_GRID = 2

@@ -43,6 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from crane.data import parse
+from crane.data.raw_images import IMAGES_SUBDIR, images_dir
 from crane.data.sources._common import (
     ITEM_COLUMNS, SOURCE_STATS, check_options, copy_local, normalise_interactions, raw_file)
 
@@ -54,8 +55,6 @@ INTERACTION_OPTIONS = {"path", "user", "item", "order", "rating", "sep"}
 ITEM_OPTIONS = {"path", "item", "text", "template", "image", "sep"}
 DUPLICATE_POLICIES = ("keep_first", "keep_last", "error")
 DELIMITERS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
-# The raw image cache of crane.features.image_files (crane.data may not import features).
-IMAGES_SUBDIR = "images"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # an item id usable as a file name
 _EXAMPLES = 5
@@ -287,14 +286,14 @@ def _copy_local_images(items: dict[str, Any], raw_dir: Path) -> dict[str, dict]:
             continue
         suffix = source.suffix.lower() if source.suffix.lower() in IMAGE_SUFFIXES else ".img"
         name = f"{IMAGES_SUBDIR}/{item}{suffix}"
-        (raw_dir / IMAGES_SUBDIR).mkdir(parents=True, exist_ok=True)
+        images_dir(raw_dir).mkdir(parents=True, exist_ok=True)
         records[name] = copy_local(source, raw_dir, name)
     if problems:
         log.warning("%s: %d local image(s) not copied (those items have no image and are "
                     "imputed by the image encoder), e.g. %s", path, len(problems),
                     "; ".join(problems[:_EXAMPLES]))
     log.info("%s: %d local image file(s) copied into %s", path, len(records),
-             raw_dir / IMAGES_SUBDIR)
+             images_dir(raw_dir))
     return records
 
 
