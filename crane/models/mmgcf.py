@@ -1,9 +1,8 @@
-"""MMGCF (Spillo et al., UMAP 2026): LightGCN ID embeddings late-fused with projected item
-features.
+"""MMGCF (UMAP 2026): LightGCN ID embeddings late-fused with projected item features.
 
 Paper: *Multimodal Graph Collaborative Filtering for Recommendation with Graph Convolutional
-Networks* (UMAP'26). Reference: enoche/MMRec `src/models/mmgcf.py` with its
-`src/configs/model/MMGCF.yaml`.
+Networks*, UMAP'26 (doi 10.1145/3774935.3806158). Reference: enoche/MMRec
+`src/models/mmgcf.py` with its `src/configs/model/MMGCF.yaml`.
 
 As the reference:
 
@@ -22,6 +21,8 @@ As the reference:
   the ID embedding by sigmoid(a) and each modality by 1 - sigmoid(a) (a learned, starting at
   0) and fuses all at once; `normalized` L2-normalises every row, multiplies the ID embedding
   by the number of modalities and fuses all at once. Users are the LightGCN output alone.
+  As in the reference, a bias that moves every item's fused vector alike (the last fusion
+  step's, and the projections' unless `normalized`) leaves BPR unchanged and gets no gradient.
 - loss: -mean logsigmoid BPR of the fused embeddings + reg_weight * (||u||^2 + ||p||^2 +
   ||n||^2) / (2 B) over the batch's un-propagated ID rows.
 
