@@ -49,7 +49,7 @@ RULE_FILES = {
     "tables": ["workflow/rules/report.smk"],
 }
 TRAIN_PARAMS = ["seeds", "models", "tuning", "training", "model_overrides", "ablations",
-                "sensitivity", "device"]
+                "sensitivity", "modality_ablation", "mirror_gradient", "device"]
 
 
 def _snakemake(config: str, *targets: Path | str) -> str:
@@ -131,7 +131,8 @@ def build_stages(config_path: str, config: dict[str, Any],
                      + (["modality-table"] if plan.modality_ablation_enabled else []))
         + [str(layout.runs_root(results, d)) for d in config["datasets"]]
         + [str(layout.data_dir(results, d)) for d in config["datasets"]],
-        "params": [{config_path: [key for key in ("report", "models", "seeds", "modality_ablation")
+        "params": [{config_path: [key for key in ("report", "models", "seeds", "modality_ablation",
+                                                  "mirror_gradient")
                                   if key in config]}],
         "outs": _persist(layout.tables_dir(results)),
     }

@@ -145,6 +145,16 @@ def modality_ablation_table_path(results: str | Path, dataset: str, suffix: str)
     return tables_dir(results) / "modality_ablation" / f"{dataset}.{suffix}"
 
 
+def mirror_gradient_root(results: str | Path, dataset: str) -> Path:
+    return runs_root(results, dataset) / "mirror_gradient"
+
+
+def mirror_gradient_run_dir(results: str | Path, dataset: str, model: str,
+                            seed: int | str) -> Path:
+    """A run of `model` at its selected point, trained with Mirror Gradient."""
+    return mirror_gradient_root(results, dataset) / model / f"seed{seed}"
+
+
 def sensitivity_root(results: str | Path, dataset: str) -> Path:
     return runs_root(results, dataset) / "sensitivity"
 

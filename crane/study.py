@@ -102,6 +102,7 @@ class StudyPlan:
         from crane.engine.settings import TrainingConfig, split_point
 
         self.check_modalities()
+        self.mirror_gradient_models()  # its own checks
         training = TrainingConfig.from_dict(self.config.get("training"))
         for name, spec in self.specs.items():
             points = [("", p) for p in self.grid_points(name).values()]
@@ -367,12 +368,48 @@ class StudyPlan:
                 for model, modalities, why in self.modality_ablation_cells(d) if not why
                 for s in seeds]
 
+    # ---- Mirror Gradient: chosen models trained once more with MMRec's `mg` option --------
+    @property
+    def mirror_gradient_enabled(self) -> bool:
+        return bool(self.config.get("mirror_gradient", {}).get("enabled"))
+
+    def mirror_gradient_models(self) -> list[str]:
+        """The section's `models`: models of the study that train by gradient steps, each
+        run again at its selected point with `training.mirror_gradient` on."""
+        if not self.mirror_gradient_enabled:
+            return []
+        wanted = self.config.get("mirror_gradient", {}).get("models")
+        if not wanted:
+            raise ConfigError("invalid config: mirror_gradient.models: name the models to train "
+                              "with Mirror Gradient as well (each adds a run per dataset and "
+                              "seed), e.g. [lightgcn, freedom]")
+        if self.config.get("training", {}).get("mirror_gradient"):
+            raise ConfigError("invalid config: mirror_gradient is enabled, but "
+                              "training.mirror_gradient is already true, so every run uses "
+                              "Mirror Gradient: switch one of the two off")
+        for model in wanted:
+            if model not in self.models:
+                raise ConfigError(f"invalid config: mirror_gradient.models: {model!r} is not "
+                                  f"in `models` ({', '.join(self.models)}): its Mirror Gradient "
+                                  f"runs reuse the model's selected point")
+            if not _model_class(model).trainable:
+                raise ConfigError(f"invalid config: mirror_gradient.models: {model!r} takes no "
+                                  f"gradient step, so Mirror Gradient changes nothing")
+        return list(wanted)
+
+    def mirror_gradient_run(self, dataset: str, model: str, seed: int | str) -> str:
+        return str(layout.mirror_gradient_run_dir(self.results, dataset, model, seed))
+
+    def mirror_gradient_runs(self) -> list[str]:
+        return [self.mirror_gradient_run(d, m, s) for d in self.datasets
+                for m in self.mirror_gradient_models() for s in self.seeds]
+
     def dataset_runs(self, dataset: str) -> list[str]:
         """Every run of one dataset that the tables read (final, ablation, sensitivity,
-        modality ablation)."""
+        modality ablation, Mirror Gradient)."""
         prefix = f"{layout.runs_root(self.results, dataset)}/"
         runs = (self.final_runs() + self.ablation_runs() + self.sensitivity_runs()
-                + self.modality_ablation_runs())
+                + self.modality_ablation_runs() + self.mirror_gradient_runs())
         return [run for run in dict.fromkeys(runs) if run.startswith(prefix)]
 
     def sensitivity_value(self, param: str, text: str) -> Any:

@@ -30,7 +30,8 @@ from crane.study import StudyPlan
 # The rules in pipeline order, as Snakemake's job table names them; `all` is the target rule.
 RULES = ("acquire", "fetch_images", "preprocess", "dataset_stats", "features", "knn_graph",
          "train_grid_point", "select", "train_final", "train_ablation", "train_sensitivity",
-         "train_modality_ablation", "modality_ablation_table", "tables", "all")
+         "train_modality_ablation", "train_mirror_gradient", "modality_ablation_table", "tables",
+         "all")
 
 # Where the stored benchmark table sits in a checkout (an installed package has none).
 BENCHMARK_TABLE = Path("benchmarks") / "results" / "benchmark.csv"
@@ -109,6 +110,7 @@ def job_counts(plan: StudyPlan) -> dict[str, int]:
     counts["train_ablation"] = len({r for r in ablation_runs if not _is_final(plan, r)})
     counts["train_sensitivity"] = len(set(plan.sensitivity_runs()))
     counts["train_modality_ablation"] = len({r for r in modality_runs if not _is_final(plan, r)})
+    counts["train_mirror_gradient"] = len(set(plan.mirror_gradient_runs()))
     counts["modality_ablation_table"] = len(plan.modality_ablation_datasets())
     counts["tables"] = 1
     counts["all"] = 1
@@ -284,6 +286,8 @@ def training_runs(plan: StudyPlan, dataset: str) -> Counter[str]:
     for run in set(plan.modality_ablation_runs()):
         if run.startswith(modality_root):  # <root>/<model>/<set>/seed<N>
             runs[run[len(modality_root):].split("/")[0]] += 1
+    for model in plan.mirror_gradient_models():
+        runs[model] += len(plan.seeds)
     return +runs
 
 

@@ -32,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="metric of the curves, user-activity table and sensitivity plot")
     tables.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
                         help="which outputs to build (default: all)")
+    tables.add_argument("--mirror-gradient", nargs="+", default=[], metavar="MODEL",
+                        help="models whose Mirror Gradient runs are main-table rows "
+                             "(config `mirror_gradient`)")
     tables.add_argument("--variants", nargs="*", default=None,
                         help="ablation variants (default: the folders found)")
     tables.add_argument("--grid", nargs="*", type=_grid_entry, default=None,
@@ -87,7 +90,7 @@ def _run_tables(args: argparse.Namespace) -> int:
         ablation_variants=args.variants,
         sensitivity_grid=dict(args.grid) if args.grid is not None else None,
         ablation_scope=_scope(args, "ablation"), sensitivity_scope=_scope(args, "sensitivity"),
-        parts=args.parts)
+        mirror_gradient=args.mirror_gradient, parts=args.parts)
     log.info("wrote %d files to %s", len(written), _out(args))
     return 0
 

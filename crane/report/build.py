@@ -1,8 +1,9 @@
 """Build every table and figure of the study into one folder (results/tables/ by default).
 
 Outputs, by part (see `PARTS`):
-  main             main.md/.tex/.html/.csv, main_significance.csv, metrics.json (every test
-                   metric), headline_metrics/<dataset>/<model>.json (for `dvc metrics`)
+  main             main.md/.tex/.html/.csv (with a "<Model> + MG" row per Mirror Gradient
+                   model), main_significance.csv, metrics.json (every test metric of the
+                   final runs), headline_metrics/<dataset>/<model>.json (for `dvc metrics`)
   datasets         datasets.md/.tex/.html/.csv
   hyperparameters  hyperparameters.md/.tex/.html/.csv
   user_activity    user_activity.md/.tex/.html/.csv
@@ -25,14 +26,15 @@ from crane import layout
 from crane.report import significance
 from crane.report.ablation import ablation_table
 from crane.report.collect import (MissingRun, collect_ablation_runs, collect_final_runs,
-                                  collect_sensitivity_runs, discover_ablation_variants,
+                                  collect_mirror_gradient_runs, collect_sensitivity_runs,
+                                  combine_runs, discover_ablation_variants,
                                   discover_sensitivity, sort_values)
 from crane.report.datasets_table import dataset_statistics
 from crane.report.efficiency import efficiency_table
 from crane.report.headline_metrics import write_headline_metrics
 from crane.report.hyperparameters import selected_hyperparameters
 from crane.report.main_results import main_results
-from crane.report.naming import MAIN_METRICS, PARTS
+from crane.report.naming import MAIN_METRICS, PARTS, with_mirror_gradient
 from crane.report.plots import (convergence_data, convergence_figure, save_figure,
                                 sensitivity_data, sensitivity_figure)
 from crane.report.tables import to_csv, write_table
@@ -54,13 +56,15 @@ def build_report(results_dir: str | Path, out_dir: str | Path, datasets: Sequenc
                  sensitivity_grid: Mapping[str, Sequence[str]] | None = None,
                  ablation_scope: tuple[Sequence[str], Sequence[int]] | None = None,
                  sensitivity_scope: tuple[Sequence[str], Sequence[int]] | None = None,
+                 mirror_gradient: Sequence[str] = (),
                  parts: Sequence[str] = PARTS) -> dict[str, Path]:
     """Write the parts' tables and figures into `out_dir`; return {file name: path}.
 
     `ablation_variants` / `sensitivity_grid` ({param: [value folder names]}) default to what
     is found on disk. `ablation_scope` / `sensitivity_scope` are the (datasets, seeds) those
     runs were made for (a study often runs them on fewer of each than the main table); both
-    default to `datasets` and `seeds`. `curve_metric` is the metric of the convergence curves (validation), the
+    default to `datasets` and `seeds`. `mirror_gradient` names the models whose Mirror Gradient
+    runs are rows of the main table ("<Model> + MG", after the model). `curve_metric` is the metric of the convergence curves (validation), the
     user-activity table and the sensitivity plots (test).
     """
     results_dir, out_dir = Path(results_dir), Path(out_dir)
@@ -73,7 +77,14 @@ def build_report(results_dir: str | Path, out_dir: str | Path, datasets: Sequenc
         log.info("final runs: %d found, %d missing", len(runs.runs), len(runs.missing))
         missing.extend(runs.missing)
     if "main" in parts:
-        result = main_results(runs, datasets, models, seeds, metrics, ours, test, pairing)
+        main_runs, main_models = runs, list(models)
+        if mirror_gradient:
+            mirror = collect_mirror_gradient_runs(results_dir, datasets, mirror_gradient, seeds)
+            missing.extend(mirror.missing)
+            main_runs = combine_runs(runs, mirror)
+            main_models = with_mirror_gradient_rows(models, mirror_gradient)
+        result = main_results(main_runs, datasets, main_models, seeds, metrics, ours, test,
+                              pairing)
         written |= write_table(result.table, result.data, out_dir, "main")
         written |= _write_text(out_dir / "main_significance.csv", to_csv(result.significance))
         missing.extend(m for m in result.missing if m.kind != "final")
@@ -118,6 +129,16 @@ def build_report(results_dir: str | Path, out_dir: str | Path, datasets: Sequenc
 
     written |= _write_text(out_dir / "missing.txt", missing_report(missing))
     return dict(sorted(written.items()))
+
+
+def with_mirror_gradient_rows(models: Sequence[str], mirror_gradient: Sequence[str]) -> list[str]:
+    """The main table's rows: each model, then its Mirror Gradient row if it has one."""
+    unknown = [m for m in mirror_gradient if m not in models]
+    if unknown:
+        raise ValueError(f"mirror gradient model(s) {', '.join(unknown)} not among the models "
+                         f"({', '.join(models)})")
+    return [row for m in models
+            for row in ([m, with_mirror_gradient(m)] if m in mirror_gradient else [m])]
 
 
 def write_ablation(results_dir: str | Path, out_dir: str | Path, datasets: Sequence[str],

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from crane import files
 from crane import layout
-from crane.report.naming import order_variants
+from crane.report.naming import order_variants, with_mirror_gradient
 
 # Scalar fields of metrics.json carried into the `runs` frame (absent ones become NaN).
 RUN_SCALARS: tuple[str, ...] = (
@@ -172,6 +172,40 @@ def collect_final_runs(results_dir: Path, datasets: Sequence[str], models: Seque
     expected = (({"dataset": d, "model": m, "seed": s}, final_run_dir(results_dir, d, m, s))
                 for d, m, s in itertools.product(datasets, models, seeds))
     return collect_runs("final", ["dataset", "model", "seed"], expected)
+
+
+def collect_mirror_gradient_runs(results_dir: Path, datasets: Sequence[str],
+                                 models: Sequence[str], seeds: Sequence[int]) -> RunCollection:
+    """The Mirror Gradient runs of `models`, keyed like final runs of the model
+    `<model>+mg` (naming.with_mirror_gradient), so that they are rows of the main table."""
+    expected = (({"dataset": d, "model": m, "seed": s},
+                 layout.mirror_gradient_run_dir(results_dir, d, m, s))
+                for d, m, s in itertools.product(datasets, models, seeds))
+    runs = collect_runs("mirror_gradient", ["dataset", "model", "seed"], expected)
+    return RunCollection(
+        runs.key_columns,
+        runs.runs.assign(model=runs.runs["model"].map(with_mirror_gradient)),
+        runs.scores.assign(model=runs.scores["model"].map(with_mirror_gradient)),
+        [MissingRun(m.kind, tuple((k, with_mirror_gradient(v) if k == "model" else v)
+                                  for k, v in m.key), m.path) for m in runs.missing])
+
+
+def combine_runs(first: RunCollection, second: RunCollection) -> RunCollection:
+    """One collection of two with the same key columns (final and Mirror Gradient runs)."""
+    if first.key_columns != second.key_columns:
+        raise ValueError(f"cannot combine runs keyed by {first.key_columns} and "
+                         f"{second.key_columns}")
+    return RunCollection(first.key_columns, _concat(first.runs, second.runs),
+                         _concat(first.scores, second.scores), first.missing + second.missing)
+
+
+def _concat(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:
+    # pandas warns on concatenating an empty frame; the other one is then the answer.
+    if not len(second):
+        return first
+    if not len(first):
+        return second.reset_index(drop=True)
+    return pd.concat([first, second], ignore_index=True)
 
 
 def discover_ablation_variants(results_dir: Path, datasets: Sequence[str]) -> list[str]:

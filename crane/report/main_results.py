@@ -13,7 +13,7 @@ import pandas as pd
 from crane.report import significance
 from crane.report.aggregate import lookup, summarise_over_seeds
 from crane.report.collect import MissingRun, RunCollection, load_user_metrics
-from crane.report.naming import (MAIN_METRICS, group_label, group_of, grouped_models,
+from crane.report.naming import (MAIN_METRICS, OURS, group_label, group_of, grouped_models,
                                  metric_label, model_label, seeds_spread)
 from crane.report.tables import (DASH, Cell, Row, Section, Table, format_mean_std,
                                  rank_emphasis)
@@ -66,7 +66,7 @@ def main_results(runs: RunCollection, datasets: Sequence[str], models: Sequence[
 
     missing = list(runs.missing)
     tests = pd.DataFrame(columns=SIGNIFICANCE_COLUMNS)
-    if ours in models and any(m != ours for m in models):
+    if ours in models and any(group_of(m, ours) != OURS for m in models):
         tests, user_missing = _improvements(runs, summary, columns, models, ours, test, pairing)
         missing.extend(user_missing)
         cells = [_improvement_cell(tests, dataset, metric) for dataset, metric in columns]
@@ -111,7 +111,9 @@ def _improvements(runs, summary, columns, models, ours, test, pairing):
     records = []
     for dataset, metric in columns:
         ours_mean = _mean(summary, dataset, ours, metric)
-        baselines = [(m, _mean(summary, dataset, m, metric)) for m in models if m != ours]
+        # Our model trained with Mirror Gradient is ours too, not a baseline.
+        baselines = [(m, _mean(summary, dataset, m, metric)) for m in models
+                     if group_of(m, ours) != OURS]
         baselines = [(m, v) for m, v in baselines if not math.isnan(v)]
         if math.isnan(ours_mean) or not baselines:
             continue

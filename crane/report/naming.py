@@ -73,7 +73,23 @@ ABLATION_LABELS = {
 }
 
 
+# A model trained with Mirror Gradient (config `mirror_gradient`) is a row of its own in the
+# main table, named after its model: "lightgcn+mg" reads "LightGCN + MG".
+MIRROR_GRADIENT_SUFFIX = "+mg"
+
+
+def with_mirror_gradient(model: str) -> str:
+    return model + MIRROR_GRADIENT_SUFFIX
+
+
+def base_model(name: str) -> str:
+    """The model a row name was trained from ("lightgcn+mg" -> "lightgcn")."""
+    return name.removesuffix(MIRROR_GRADIENT_SUFFIX)
+
+
 def model_label(model: str) -> str:
+    if model.endswith(MIRROR_GRADIENT_SUFFIX):
+        return f"{model_label(base_model(model))} + MG"
     return MODEL_LABELS.get(model, model)
 
 
@@ -103,6 +119,8 @@ def group_label(group: str, ours: str = "crane") -> str:
 
 
 def group_of(model: str, ours: str = "crane") -> str:
+    """The group of a model; a Mirror Gradient row sits in its model's group."""
+    model = base_model(model)
     if model == ours:
         return OURS
     for group, members in MODEL_GROUPS.items():

@@ -3,7 +3,8 @@
 
 
 def table_inputs(wildcards):
-    runs = PLAN.final_runs() + PLAN.ablation_runs() + PLAN.sensitivity_runs()
+    runs = (PLAN.final_runs() + PLAN.ablation_runs() + PLAN.sensitivity_runs()
+            + PLAN.mirror_gradient_runs())
     return {
         "runs": [str(layout.run_metrics_path(run)) for run in runs],
         "stats": [str(layout.stats_table_path(R, d)) for d in PLAN.datasets],
@@ -26,6 +27,8 @@ def report_parts():
 
 def report_options():
     options = [f"--parts {' '.join(report_parts())}"]
+    if PLAN.mirror_gradient_enabled:
+        options.append(f"--mirror-gradient {quoted(PLAN.mirror_gradient_models())}")
     if PLAN.ablations_enabled:
         options.append(f"--variants {' '.join(PLAN.ablation_variants())}")
         options.append(scope_options("ablation", *PLAN.section_scope("ablations")))

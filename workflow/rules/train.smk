@@ -1,6 +1,6 @@
 # Training runs: grid points on the tuning seed, the selection on validation, the selected
-# point on every seed, CRANE's ablation variants and sensitivity sweeps, and the content
-# models' modality ablation.
+# point on every seed, CRANE's ablation variants and sensitivity sweeps, the content
+# models' modality ablation, and Mirror Gradient runs.
 
 # The config's own folder of model files, when it names one (else the packaged files).
 MODEL_CONFIG = (f"--model-config {shlex.quote(config['models_dir'])}"
@@ -221,6 +221,33 @@ rule train_modality_ablation:
         log_file("modality_ablation/{model}_{modalities}_seed{seed}"),
     benchmark:
         bench_file("modality_ablation_{model}_{modalities}_seed{seed}")
+    resources:
+        **RUN_RESOURCES,
+    shell:
+        RUN_SHELL
+
+
+# A model at its selected point trained once more with Mirror Gradient (config
+# `mirror_gradient`); the trainer's other settings are the study's.
+rule train_mirror_gradient:
+    output:
+        str(layout.run_metrics_path(layout.mirror_gradient_run_dir(
+            R, "{dataset}", "{model}", "{seed}"))),
+    input:
+        unpack(run_inputs(lambda w: w.model,
+                          lambda w: graph_plan.final_run_graphs(PLAN, w.dataset, w.model))),
+        selected=selection_input(lambda w: w.model),
+    params:
+        **run_params(
+            model=lambda w: w.model,
+            out=lambda w: PLAN.mirror_gradient_run(w.dataset, w.model, w.seed),
+            hparams=lambda w: f"{selected_hparams(w.dataset, w.model)}"
+            " --set training.mirror_gradient=true",
+        ),
+    log:
+        log_file("mirror_gradient/{model}_seed{seed}"),
+    benchmark:
+        bench_file("mirror_gradient_{model}_seed{seed}")
     resources:
         **RUN_RESOURCES,
     shell:
