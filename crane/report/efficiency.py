@@ -9,7 +9,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from crane.report.collect import RunCollection, benchmark_path, read_benchmark
+from crane.report.collect import RunCollection, benchmark_path, read_benchmark, read_history
 from crane.report.naming import model_label
 from crane.report.tables import DASH, Cell, Row, Section, Table, format_number
 
@@ -17,6 +17,7 @@ from crane.report.tables import DASH, Cell, Row, Section, Table, format_number
 FIELDS: tuple[tuple[str, str, int], ...] = (
     ("seconds_per_epoch", "s / epoch", 2),
     ("best_epoch", "Best epoch", 1),
+    ("seconds_to_best", "s to best epoch", 1),
     ("epochs_run", "Epochs run", 1),
     ("train_seconds", "Train time (s)", 1),
     ("peak_memory_mb", "Peak memory (MB)", 0),
@@ -33,6 +34,8 @@ def efficiency_table(results_dir: Path, runs: RunCollection, datasets: Sequence[
              zip(per_run["dataset"], per_run["model"], per_run["seed"])]
     per_run["benchmark_s"] = [b["s"] for b in bench]
     per_run["benchmark_max_rss"] = [b["max_rss"] for b in bench]
+    per_run["seconds_to_best"] = [seconds_to_best(Path(r), b) for r, b in
+                                  zip(per_run["run_dir"], per_run["best_epoch"])]
     names = [name for name, _, _ in FIELDS]
     means = (per_run.groupby(["dataset", "model"], sort=False)[names].mean()
              if not per_run.empty else pd.DataFrame(columns=names))
@@ -56,10 +59,25 @@ def efficiency_table(results_dir: Path, runs: RunCollection, datasets: Sequence[
         caption="Training efficiency", key="efficiency", stub_header="Model",
         columns=[header for _, header, _ in FIELDS], sections=sections,
         notes=[f"Means over the seeds found ({', '.join(map(str, seeds))} requested). Best epoch: "
-               "epoch of the best validation score (epochs to converge); train time: whole "
+               "epoch of the best validation score (epochs to converge); s to best epoch: "
+               "training and validation seconds up to it (time to converge, from the run's "
+               "history); train time: whole "
                "training run; peak memory as the trainer recorded it; job wall time and max RSS "
                "from Snakemake's benchmark of the training job (– when not benchmarked)."])
     return table, pd.DataFrame(records, columns=COLUMNS)
+
+
+def seconds_to_best(run_dir: Path, best_epoch: float) -> float:
+    """Training and validation seconds of the epochs up to the best validation epoch; NaN
+    for a run without a history (or without a best epoch)."""
+    if not math.isfinite(best_epoch) or not (run_dir / "history.csv").exists():
+        return math.nan
+    history = read_history(run_dir)
+    reached = history[history["epoch"] <= best_epoch]
+    seconds = reached["seconds"] if "seconds" in reached.columns else 0.0
+    if "eval_seconds" in reached.columns:
+        seconds = seconds + reached["eval_seconds"].fillna(0.0)
+    return float(seconds.sum()) if len(reached) else math.nan
 
 
 def _benchmark(results_dir: Path, dataset: str, model: str, seed: int) -> dict[str, float]:

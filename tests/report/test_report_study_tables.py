@@ -1,6 +1,7 @@
 """Dataset, hyper-parameter, user-activity, efficiency and ablation tables."""
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -10,7 +11,7 @@ from _report_study import METRICS, make_study, write_run
 from crane.report.ablation import ablation_table
 from crane.report.collect import collect_ablation_runs, collect_final_runs
 from crane.report.datasets_table import dataset_statistics
-from crane.report.efficiency import efficiency_table
+from crane.report.efficiency import efficiency_table, seconds_to_best
 from crane.report.hyperparameters import selected_hyperparameters
 from crane.report.tables import BEST, SECOND, to_latex, to_markdown
 from crane.report.user_activity import assign_bins, bin_labels, user_activity
@@ -120,8 +121,19 @@ def test_efficiency_uses_metrics_and_benchmarks(results):
     assert crane["benchmark_max_rss"] == pytest.approx(1536.5)
     assert crane["seconds_per_epoch"] == pytest.approx(1.5) and crane["best_epoch"] == 10
     rows = {r.label: [c.text for c in r.cells] for r in table.sections[0].rows}
-    assert rows["CRANE"] == ["1.50", "10.0", "30.0", "45.0", "512", "110.0", "1536"]
+    # make_study's histories: 5 epochs of 1 s each, all before the best epoch (10)
+    assert rows["CRANE"] == ["1.50", "10.0", "5.0", "30.0", "45.0", "512", "110.0", "1536"]
     assert rows["BPR"][-2:] == ["–", "–"]
+
+
+def test_seconds_to_best_sum_training_and_validation_up_to_the_best_epoch(tmp_path):
+    history = pd.DataFrame({"epoch": [1, 2, 3, 4], "seconds": [2.0, 3.0, 4.0, 5.0],
+                            "eval_seconds": [0.5, None, 0.5, 0.5]})
+    history.to_csv(tmp_path / "history.csv", index=False)
+    assert seconds_to_best(tmp_path, 3) == pytest.approx(2.0 + 0.5 + 3.0 + 4.0 + 0.5)
+    assert seconds_to_best(tmp_path, 4) == pytest.approx(15.5)
+    assert math.isnan(seconds_to_best(tmp_path, math.nan))
+    assert math.isnan(seconds_to_best(tmp_path / "absent", 3))
 
 
 def test_ablation_table_orders_variants_and_escapes_names(results):
