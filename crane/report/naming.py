@@ -25,7 +25,8 @@ OURS = "ours"
 MODEL_GROUPS: dict[str, tuple[str, ...]] = {
     GENERAL: ("mostpop", "bpr", "lightgcn", "selfcf", "layergcn", "xsimgcl"),
     MULTIMODAL: ("itemknn_cbf", "vbpr", "mmgcn", "grcn", "mvgae", "dualgnn", "lattice", "slmrec",
-                 "freedom", "bm3", "dragon", "mgcn", "lgmrec", "smore", "pgl"),
+                 "freedom", "bm3", "dragon", "mgcn", "lgmrec", "smore", "pgl", "mmgcf", "damrs",
+                 "mentor"),
     OURS: ("crane",),
 }
 GROUP_ORDER: tuple[str, ...] = (GENERAL, MULTIMODAL, OTHER, OURS)
@@ -53,6 +54,9 @@ MODEL_LABELS = {
     "lgmrec": "LGMRec",
     "smore": "SMORE",
     "pgl": "PGL",
+    "mmgcf": "MMGCF",
+    "damrs": "DA-MRS",
+    "mentor": "MENTOR",
     "crane": "CRANE",
 }
 
