@@ -90,13 +90,22 @@ class CraneConfig(HyperParameters):
     semantic_ui_propagation: bool = hparam()
     lambda_cl: float = hparam(at_least=0)
     tau: float = hparam(above=0)
+    cl_max_rows: int = hparam(at_least=0)
     reg_weight: float = hparam(at_least=0)
+    neighbour_cache: bool = hparam()
 
     def check(self, model: str) -> None:
         if self.variant == "crane" and self.semantic_ui_propagation and not self.user_profiles:
             raise ValueError(f"{model}: semantic_ui_propagation: true would give users content "
                              "through the graph, contradicting user_profiles: false (ID-only "
                              "users); switch one of them")
+        if self.neighbour_cache and self.variant == "crane" and self.semantic_ui_propagation:
+            raise ValueError(f"{model}: neighbour_cache: true approximates the batch-only step, "
+                             "which semantic_ui_propagation: true replaces by the full views; "
+                             "switch one of them off")
+        if self.neighbour_cache and self.trainable_features:
+            raise ValueError(f"{model}: neighbour_cache: true precomputes the user profiles "
+                             "from frozen features; trainable_features: true trains them")
 
     @property
     def uses_profiles(self) -> bool:
@@ -109,6 +118,10 @@ class CraneConfig(HyperParameters):
     @property
     def uses_contrastive(self) -> bool:
         return self.variant == "crane" and self.lambda_cl > 0
+
+    @property
+    def uses_neighbour_cache(self) -> bool:
+        return self.variant == "crane" and self.neighbour_cache
 
 
 @dataclass
@@ -169,7 +182,25 @@ class Crane(Recommender):
 
         # 2. User profiles: the normalised interaction matrix (D_u^-1 R or D_u^-1/2 R D_i^-1/2).
         if cfg.uses_profiles:
-            self._set_csr("profile_graph", _profile_matrix(train, cfg.profile_norm))
+            profile = _profile_matrix(train, cfg.profile_norm)
+            self._set_csr("profile_graph", profile)
+            if cfg.uses_neighbour_cache:
+                # [design, scale] p_u^m = (norm R F_m)_u W_m + rowsum_u b_m with the first
+                # factor computed once (U x D_m per modality): a step projects no user's items.
+                for m in self.modalities:
+                    self.register_buffer(_profile_feature_name(m), torch.as_tensor(
+                        profile @ data.features[m], dtype=torch.float32, device=device),
+                        persistent=False)
+                self.register_buffer("profile_rowsum", torch.as_tensor(
+                    np.asarray(profile.sum(axis=1)), dtype=torch.float32, device=device),
+                    persistent=False)
+
+        # [design, scale] Historical neighbours: every item's z as of the epoch's start (eval
+        # mode, no gradient); a step reads its out-of-batch item-graph neighbours from here.
+        if cfg.uses_neighbour_cache and cfg.item_graph:
+            self.register_buffer("z_cache", torch.zeros(data.n_items, dim, device=device),
+                                 persistent=False)
+        self._cl_generator: torch.Generator | None = None
 
         # 4. Item-item semantic graph from the raw features.
         if cfg.item_graph:
@@ -206,12 +237,17 @@ class Crane(Recommender):
     # ----------------------------------------------------------------- refined item graph
 
     @torch.no_grad()
-    def _refine_item_graph(self) -> None:
-        """Rebuild the kNN graph of z (eval mode, no gradient) and mix it into A_ii."""
+    def _all_items_z(self) -> torch.Tensor:
+        """Every item's z in eval mode (no RCA dropout), without gradient."""
         was_training = self.training
         self.eval()
         z = self._fuse(self._item_tokens(None))
         self.train(was_training)
+        return z
+
+    def _refine_item_graph(self) -> None:
+        """Rebuild the kNN graph of z (eval mode, no gradient) and mix it into A_ii."""
+        z = self._all_items_z()
         neighbours = top_k_cosine_neighbours(z, self.config.knn_k, device=z.device)
         self.refined_neighbours.copy_(torch.as_tensor(neighbours.indices))
         self._mix_refined_graph()
@@ -323,6 +359,48 @@ class Crane(Recommender):
             s_items = block.propagate(s_items)
         return _Views(b_users, b_items, s_users, s_items)
 
+    def _cached_batch_views(self, graph: BipartitePropagation, users: torch.Tensor,
+                            items: torch.Tensor) -> _Views:
+        """Views of the distinct `users` and `items` with historical neighbours
+        (`neighbour_cache`): z is fresh (with gradient) for the batch's items and users only,
+        users' profile tokens come from the precomputed norm R F_m, and the item graph reads
+        every other item's z from `z_cache`. With the cache just refreshed and no RCA dropout
+        the values equal `_batch_views`."""
+        cfg = self.config
+        b_users, b_items = self._batch_behavioural(graph, users, items)
+        tokens = self._item_tokens(items)
+        if cfg.uses_profiles:
+            tokens = torch.cat([tokens, self._profile_tokens(users)])
+        z = self._fuse(tokens)
+        z_items, s_users = (z, None) if not cfg.uses_profiles else z.split([len(items), len(users)])
+        if not cfg.item_graph:
+            return _Views(b_users, b_items, s_users, z_items)
+        blocks = multi_hop_blocks(self._csr("item_graph"), items, cfg.item_graph_layers)
+        reached = blocks[-1].columns
+        s_items = _with_fresh_rows(self.z_cache[reached], reached, items, z_items)
+        for block in reversed(blocks):
+            s_items = block.propagate(s_items)
+        return _Views(b_users, b_items, s_users, s_items)
+
+    def _profile_tokens(self, users: torch.Tensor) -> torch.Tensor:
+        """Users' profile tokens (norm R F_m)_u W_m + rowsum_u b_m from the precomputed
+        first factor: (n, M d)."""
+        rowsum = self.profile_rowsum[users]
+        return torch.cat([nn.functional.linear(getattr(self, _profile_feature_name(m))[users],
+                                               projection.weight) + rowsum * projection.bias
+                          for m, projection in zip(self.modalities, self.projections)], dim=1)
+
+    def _contrastive_rows(self, n: int, device: torch.device) -> torch.Tensor | None:
+        """[design, scale] At most `cl_max_rows` of n InfoNCE rows, distinct, drawn from the
+        trainer's generator (None: every row, the method)."""
+        cap = self.config.cl_max_rows
+        if cap == 0 or n <= cap:
+            return None
+        if self._cl_generator is None:  # a loss outside the trainer (tests)
+            self._cl_generator = torch.Generator().manual_seed(torch.initial_seed())
+        rows = torch.randperm(n, generator=self._cl_generator)[:cap]
+        return rows.sort().values.to(device)
+
     def _semantic(self, s: torch.Tensor | None, side: str) -> torch.Tensor | None:
         """The semantic view as added to the behavioural one: L2-normalised
         (`normalize_semantic`), times a learned scalar per side (`learn_semantic_scale`)."""
@@ -337,6 +415,7 @@ class Crane(Recommender):
     # ----------------------------------------------------------------- training
 
     def start_epoch(self, epoch: int, generator: torch.Generator) -> None:
+        self._cl_generator = generator
         if self.config.edge_drop_rate > 0:
             self._train_graph = BipartitePropagation(
                 degree_sensitive_edge_dropout(self._edges, self.config.edge_drop_rate,
@@ -351,6 +430,11 @@ class Crane(Recommender):
                 self._refine_item_graph()
             else:
                 self._mix_refined_graph()
+        if self.config.uses_neighbour_cache and self.config.item_graph:
+            self.refresh_neighbour_cache()
+
+    def refresh_neighbour_cache(self) -> None:
+        self.z_cache.copy_(self._all_items_z())
 
     def loss(self, users: torch.Tensor, pos_items: torch.Tensor,
              neg_items: torch.Tensor | None) -> dict[str, torch.Tensor]:
@@ -364,7 +448,9 @@ class Crane(Recommender):
         batch_users, user_pos = torch.unique(users, return_inverse=True)
         batch_items, item_pos = torch.unique(torch.cat([pos_items, neg_items]),
                                              return_inverse=True)
-        if restrict and not cfg.uses_ui_propagation:
+        if restrict and cfg.uses_neighbour_cache:
+            views = self._cached_batch_views(graph, batch_users, batch_items)
+        elif restrict and not cfg.uses_ui_propagation:
             views = self._batch_views(graph, batch_users, batch_items)
         else:
             full = self._full_views(graph)
@@ -386,9 +472,16 @@ class Crane(Recommender):
         if cfg.uses_contrastive:
             # distinct positive items: their rows among the sorted batch items
             positives = torch.searchsorted(batch_items, torch.unique(pos_items))
+            kept = self._contrastive_rows(len(positives), positives.device)
+            if kept is not None:
+                positives = positives[kept]
             cl = symmetric_info_nce(views.b_items[positives], views.s_items[positives], cfg.tau)
             if views.s_users is not None:
-                cl = cl + symmetric_info_nce(views.b_users, views.s_users, cfg.tau)
+                b_users, s_users = views.b_users, views.s_users
+                kept = self._contrastive_rows(len(b_users), b_users.device)
+                if kept is not None:
+                    b_users, s_users = b_users[kept], s_users[kept]
+                cl = cl + symmetric_info_nce(b_users, s_users, cfg.tau)
             terms["cl"] = cfg.lambda_cl * cl
         return terms
 
@@ -423,6 +516,19 @@ def _profile_matrix(train: sp.csr_matrix, norm: str) -> sp.csr_matrix:
 
 def _feature_name(modality: str) -> str:
     return f"{modality}_features"
+
+
+def _profile_feature_name(modality: str) -> str:
+    return f"{modality}_profile_features"
+
+
+def _with_fresh_rows(cached: torch.Tensor, reached: torch.Tensor, items: torch.Tensor,
+                     fresh: torch.Tensor) -> torch.Tensor:
+    """Rows of `cached` (z of the sorted ids `reached`) with those of the batch's sorted
+    `items` replaced by their `fresh` z, through which the gradient flows."""
+    at = torch.searchsorted(reached, items).clamp(max=len(reached) - 1)
+    hit = reached[at] == items
+    return cached.index_put((at[hit],), fresh[hit])
 
 
 def _safe_power(values: np.ndarray, exponent: float) -> np.ndarray:
