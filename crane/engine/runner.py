@@ -142,6 +142,7 @@ def _write_run_folder(folder: RunFolder, result: RunResult, model_name: str,
 def metrics_record(result: RunResult, model_name: str, hparams: dict[str, Any], seed: int,
                    dataset: str | None, device: torch.device) -> dict[str, Any]:
     """The content of metrics.json; `hparams` is the run's whole point (named by hp_hash)."""
+    info = result.model.run_info()
     return {
         "dataset": dataset, "model": model_name, "seed": seed,
         "hp_hash": hp_hash(hparams), "hparams": hparams,
@@ -150,6 +151,7 @@ def metrics_record(result: RunResult, model_name: str, hparams: dict[str, Any], 
         "seconds_per_epoch": result.seconds_per_epoch,
         "train_seconds": result.train_seconds, "eval_seconds": result.eval_seconds,
         "peak_memory_mb": peak_memory_mb(device),
+        **({"model_info": info} if info else {}),
     }
 
 

@@ -95,6 +95,11 @@ class Recommender(nn.Module):
         self.device = data.device
         self._scoring_cache: Any = None
 
+    def run_info(self) -> dict[str, Any]:
+        """Facts about the built model that the run's metrics.json records under
+        `model_info` (for example the variance an input reduction kept); none by default."""
+        return {}
+
     # ----------------------------------------------------------------- training
 
     def start_epoch(self, epoch: int, generator: torch.Generator) -> None:

@@ -6,7 +6,8 @@ reconstruction specified in docs/crane-method.md, section by section (what comes
 paper, the prototype/MMRec and our own design is listed in docs/crane-model.md):
 
 1. modality projection x_i^m = F_m[i] W_m + b_m (raw features frozen unless
-   `trainable_features`);
+   `trainable_features`; `input_dim` > 0 first reduces F_m to its leading principal
+   components);
 2. user multimodal profiles p_u^m = (D_u^-1 R X^m)_u (`profile_norm: sym`: D_u^-1/2 R
    D_i^-1/2), computed as norm R (F_m W_m + b_m), which equals the method's
    (norm R F_m) W_m + rowsum b_m without a U x D_m matrix (docs/crane-model.md, section 2);
@@ -45,6 +46,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from crane.features.reduction import principal_components
 from crane.graphs.item_knn import KnnNeighbours, knn_mean_graph, top_k_cosine_neighbours
 from crane.graphs.user_item import symmetric_bipartite_adjacency
 from crane.models import register
@@ -68,6 +70,7 @@ class CraneConfig(HyperParameters):
     """Every hyper-parameter of CRANE (defaults in the model's YAML, crane.yaml)."""
 
     embedding_size: int = hparam(at_least=1)
+    input_dim: int = hparam(at_least=0)
     variant: str = hparam(one_of=("crane", "prototype"))
     fusion: str = hparam(one_of=("rca", "concat"))
     rca_steps: int = hparam(at_least=1)
@@ -153,15 +156,17 @@ class Crane(Recommender):
         self.item_embedding = nn.Parameter(nn.init.xavier_uniform_(
             torch.empty(data.n_items, dim, device=device)))
 
-        # 1. Raw features (frozen buffers, not checkpointed: they are inputs) and projections.
+        # 1. Features (frozen buffers, not checkpointed: they are inputs) and projections.
+        self.retained_variance: dict[str, float] = {}
+        inputs = {m: self._input_features(data, m) for m in self.modalities}
         for m in self.modalities:
-            raw = data.feature_tensor(m)
+            features = torch.as_tensor(inputs[m], dtype=torch.float32, device=device)
             if cfg.trainable_features:
-                self.register_parameter(_feature_name(m), nn.Parameter(raw.clone()))
+                self.register_parameter(_feature_name(m), nn.Parameter(features.clone()))
             else:
-                self.register_buffer(_feature_name(m), raw, persistent=False)
+                self.register_buffer(_feature_name(m), features, persistent=False)
         self.projections = nn.ModuleList(
-            nn.Linear(data.features[m].shape[1], dim, device=device) for m in self.modalities)
+            nn.Linear(inputs[m].shape[1], dim, device=device) for m in self.modalities)
 
         # 3. Fusion of the modality tokens.
         if cfg.variant == "prototype":
@@ -189,7 +194,7 @@ class Crane(Recommender):
                 # factor computed once (U x D_m per modality): a step projects no user's items.
                 for m in self.modalities:
                     self.register_buffer(_profile_feature_name(m), torch.as_tensor(
-                        profile @ data.features[m], dtype=torch.float32, device=device),
+                        profile @ inputs[m], dtype=torch.float32, device=device),
                         persistent=False)
                 self.register_buffer("profile_rowsum", torch.as_tensor(
                     np.asarray(profile.sum(axis=1)), dtype=torch.float32, device=device),
@@ -220,6 +225,24 @@ class Crane(Recommender):
         self._train_graph: BipartitePropagation | None = None
 
     # ----------------------------------------------------------------- construction helpers
+
+    def _input_features(self, data: TrainData, modality: str) -> np.ndarray:
+        """The modality's features as CRANE reads them: raw, or ([design, scale]
+        `input_dim` > 0) on their `input_dim` leading principal components where the raw
+        matrix is wider; the variance kept goes to the run's metrics.json."""
+        raw = np.asarray(data.features[modality], dtype=np.float32)
+        dim = self.config.input_dim
+        if dim == 0 or raw.shape[1] <= dim or raw.shape[0] <= dim:
+            return raw
+        reduced = principal_components(raw, dim)
+        self.retained_variance[modality] = reduced.retained_variance
+        return reduced.features
+
+    def run_info(self) -> dict[str, Any]:
+        if not self.retained_variance:
+            return {}
+        return {"input_dim": self.config.input_dim,
+                "retained_variance": dict(self.retained_variance)}
 
     def _set_csr(self, prefix: str, matrix: sp.spmatrix) -> None:
         graph = CsrGraph.from_scipy(matrix, self.user_embedding.device)

@@ -1,9 +1,12 @@
 """CRANE's scale switches (docs/crane-model.md, section 8): historical neighbour embeddings
-(`neighbour_cache`) and the InfoNCE row cap (`cl_max_rows`). Each does what it says: with the
-cache just refreshed the loss equals exact CRANE's; a stale cache is what the step reads;
-the cap bounds the contrastive matrices; both still learn."""
+(`neighbour_cache`), the InfoNCE row cap (`cl_max_rows`) and the input reduction
+(`input_dim`). Each does what it says: with the cache just refreshed the loss equals exact
+CRANE's; a stale cache is what the step reads; the cap bounds the contrastive matrices; the
+reduction feeds the asked width and records the variance kept; together they still learn."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
@@ -146,14 +149,34 @@ def test_the_row_cap_draws_distinct_rows_from_the_trainers_generator(wide):
     assert torch.equal(first, again)  # the same generator state draws the same rows
 
 
-def test_the_scale_switches_learn():
+def test_the_scale_switches_learn(tmp_path):
     synthetic = styled_and_grouped(n_users=300, n_items=200, cold_share=0.4, seed=11)
     training = TrainingConfig(epochs=12, patience=4, batch_size=256, learning_rate=5e-3)
-    hparams = {**DEFAULTS, "neighbour_cache": True, "cl_max_rows": 64}
+    hparams = {**DEFAULTS, "neighbour_cache": True, "cl_max_rows": 64, "input_dim": 16}
     scaled = fit_and_evaluate(synthetic.data, synthetic.interactions, "crane", hparams,
-                              seed=2024, training=training, log=lambda _: None)
+                              seed=2024, training=training, log=lambda _: None,
+                              run_dir=tmp_path / "run")
+    recorded = json.loads((tmp_path / "run" / "metrics.json").read_text())["model_info"]
+    assert recorded["input_dim"] == 16 and recorded["retained_variance"]
     mostpop = fit_and_evaluate(synthetic.data, synthetic.interactions, "mostpop", {},
                                seed=2024, training=training, log=lambda _: None)
     losses = [row["loss"] for row in scaled.history]
     assert losses[-1] < 0.8 * losses[0]
     assert scaled.test["recall@20"] > mostpop.test["recall@20"] + 0.1
+
+
+def test_input_dim_projects_principal_components_and_records_the_variance(wide):
+    model = build(wide.data, input_dim=8)
+    for modality, projection in zip(model.modalities, model.projections):
+        assert projection.in_features == 8
+        assert model.get_buffer(f"{modality}_features").shape == (wide.data.n_items, 8)
+    info = model.run_info()
+    assert info["input_dim"] == 8 and set(info["retained_variance"]) == set(model.modalities)
+    assert all(0 < v <= 1 for v in info["retained_variance"].values())
+    assert build(wide.data).run_info() == {}  # the method reads the raw features
+
+
+def test_input_dim_wider_than_a_modality_leaves_it_raw(wide):
+    widths = {m: wide.data.features[m].shape[1] for m in wide.data.features}
+    model = build(wide.data, input_dim=max(widths.values()))
+    assert [p.in_features for p in model.projections] == [widths[m] for m in model.modalities]
