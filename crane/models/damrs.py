@@ -60,11 +60,12 @@ Deliberate differences:
   both); the kNN mask then reads that modality only and its row sets n; the pseudo-positives
   of a view come from the other view plus its own twice, the weights' variance is over two.
 - Left out, because no loss or score reads them: image_trs, text_trs (and feat_embed_dim),
-  reg_weight, lambda_coeff and cf_model (read by the reference, never used). The ranking
-  denoising at the KL reads the batch's LightGCN rows: the last user-item layer is computed at
-  those rows only (the same values; tests/models/test_damrs.py compares it with the full
-  propagation). A_hat gives isolated nodes a zero row (MMRec adds 1e-7 to every degree), and
-  LightGCN's layer mean is a sum divided by L + 1 (MMRec stacks and averages).
+  reg_weight, lambda_coeff and cf_model (read by the reference, never used).
+- The loss reads LightGCN's output at the batch's users and items only, so the last
+  user-item layer is computed at those rows (the same values; tests/models/test_damrs.py
+  compares the loss with the reference's full propagation). A_hat gives isolated nodes a zero
+  row (MMRec adds 1e-7 to every degree), and LightGCN's layer mean is a sum divided by L + 1
+  (MMRec stacks and averages).
 - MMRec's trainer evaluates the test split every epoch and reports the grid point with the
   best test score; here the epoch and the point are selected on validation and the test split
   is scored once (docs/training.md).
