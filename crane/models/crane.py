@@ -46,7 +46,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from crane.features.reduction import principal_components
+from crane.ops.pca import principal_components
 from crane.graphs.item_knn import KnnNeighbours, knn_mean_graph, top_k_cosine_neighbours
 from crane.graphs.user_item import symmetric_bipartite_adjacency
 from crane.models import register

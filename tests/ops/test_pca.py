@@ -1,10 +1,10 @@
-"""Input reduction (crane/features/reduction.py): the asked width, the variance kept as the
+"""Input reduction (crane/ops/pca.py): the asked width, the variance kept as the
 eigenvalues say, components that reproduce the centred data, and clear errors."""
 
 import numpy as np
 import pytest
 
-from crane.features.reduction import principal_components
+from crane.ops.pca import principal_components
 
 
 def features(n=120, width=12, seed=0):
