@@ -22,10 +22,10 @@ As the reference:
   plus a self loop; the counts are not read: the reference normalises the binary pattern).
 - denoised kNN graphs (`masked_knn_graphs`): cosine similarities S_image, S_text of the raw
   features; every entry below its matrix's mean in either modality is set to 0 in both; per
-  item, n = the nonzeros of its masked text row; the item keeps the top min(n, knn_k) of each
-  masked row (itself included). Every graph here (kNN and behaviour) is normalised as the
-  reference's `compute_normalized_laplacian`: entry (i, j) = (r_i + 1e-7)^-1/2 (r_j + 1e-7)^-1/2,
-  r the row's entry count.
+  item, n = the nonzeros of its masked text row; the item keeps the top min(n, k) of each
+  masked row (itself included), k = `masked_knn_k`. Every graph here (kNN and behaviour) is
+  normalised as the reference's `compute_normalized_laplacian`: entry (i, j) =
+  (r_i + 1e-7)^-1/2 (r_j + 1e-7)^-1/2, r the row's entry count.
 - score: u . (i + mean of the views); loss over a batch, with B the batch's distinct items
   and its distinct users:
   - BPR weighted per triple: -mean(w+ log s(x+ - x-) + w- log s(x- - x+)), the weights from
@@ -56,6 +56,9 @@ Deliberate differences:
   sigmoid rounds to 1 in float32. The weighted BPR uses logsigmoid (the reference's
   log(sigmoid) underflows to -inf). The sum over all items of the discrimination loss runs
   through `log_sum_exp_of_product` (one B x N buffer instead of autograd's three).
+- The reference's `knn_k` is called `masked_knn_k`: a `knn_k` hyper-parameter tells the
+  graph planner (crane/graphs/plan.py) that the model reads the cached top-k cosine graphs,
+  and this masked graph is not one of them (it is computed in memory for each run).
 - One modality: the views are that modality's and the behaviour one (the reference needs
   both); the kNN mask then reads that modality only and its row sets n; the pseudo-positives
   of a view come from the other view plus its own twice, the weights' variance is over two.
@@ -70,7 +73,7 @@ Deliberate differences:
   best test score; here the epoch and the point are selected on validation and the test split
   is scored once (docs/training.md).
 
-Memory: the user-item graph 2E nonzeros, each kNN graph at most N knn_k, the behaviour graph
+Memory: the user-item graph 2E nonzeros, each kNN graph at most N masked_knn_k, the behaviour graph
 N (co_interaction_k + 1); building the kNN graphs holds one block of rows x N similarities per
 modality; a batch holds a few |B| x N matrices (the softmax pseudo-labels of each view and one
 exponential buffer per view), |B| <= 2 x batch size. No N x N or U x U object.
@@ -107,7 +110,7 @@ KNN_BLOCK_ROWS = 1024
 @dataclass(frozen=True)
 class DAMRSConfig(HyperParameters):
     embedding_size: int = hparam(at_least=1)
-    knn_k: int = hparam(at_least=1)
+    masked_knn_k: int = hparam(at_least=1)
     n_mm_layers: int = hparam(at_least=0)
     n_ui_layers: int = hparam(at_least=0)
     co_interaction_k: int = hparam(at_least=1)
@@ -136,7 +139,7 @@ class DAMRS(Recommender):
         self.propagation = BipartitePropagation(symmetric_bipartite_adjacency(train),
                                                 self.n_users, self.device)
         features = {m: data.feature_tensor(m) for m in modalities}
-        graphs = masked_knn_graphs(features, self.config.knn_k)
+        graphs = masked_knn_graphs(features, self.config.masked_knn_k)
         graphs["session"] = behaviour_graph(
             item_co_interaction_graph(train, self.config.co_interaction_k))
         self.views = {name: SquareGraph(to_torch_sparse(graphs[name], self.device),

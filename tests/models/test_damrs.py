@@ -23,7 +23,7 @@ from tests.models.checks import (a_batch, assert_same_loss_and_gradients,
                                  assert_scores_agree_across_chunks, model_defaults,
                                  parameters_without_gradient, train_and_test)
 
-HP = {"embedding_size": 16, "knn_k": 9, "n_mm_layers": 2, "n_ui_layers": 2,
+HP = {"embedding_size": 16, "masked_knn_k": 9, "n_mm_layers": 2, "n_ui_layers": 2,
       "co_interaction_k": 3, "kl_weight": 0.7, "neighbor_weight": 0.5}
 
 
@@ -172,7 +172,7 @@ class Transcription:
         image = torch.as_tensor(data.features["image"])
         text = torch.as_tensor(data.features["text"])
         self.image_adj, self.text_adj, self.item_nums = get_knn_adj_mat(
-            image, text, model.config.knn_k)
+            image, text, model.config.masked_knn_k)
         self.session_adj = get_session_adj(
             authors_item_graph_dict(data.train_matrix(), model.config.co_interaction_k),
             data.n_items)
@@ -333,7 +333,8 @@ def test_item_graphs_match_the_transcription(data):
     model = build(data)
     reference = Transcription(model, data)
     nums = np.array(reference.item_nums)
-    assert (nums <= HP["knn_k"]).any() and (nums > HP["knn_k"]).any()  # both paths
+    k = HP["masked_knn_k"]
+    assert (nums <= k).any() and (nums > k).any()  # both paths
     for ours, theirs in ((model.views["text"].matrix, reference.text_adj),
                          (model.views["image"].matrix, reference.image_adj),
                          (model.views["session"].matrix, reference.session_adj)):
