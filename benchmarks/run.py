@@ -85,8 +85,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="measure nothing: merge these result CSVs (later files win per "
                              "scale and model) into --out and rewrite its tables")
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
-                        help="run each model N times (a fresh process each) and report the "
-                             "median run: a shared VM's speed drifts between runs")
+                        help="run each model N times (a fresh process each, the models "
+                             "alternating round by round) and report the median run: a shared "
+                             "VM's speed drifts between runs")
     parser.add_argument("--profile", action="store_true",
                         help="cProfile each model's epochs + evaluations (slower) into "
                              "<out>/profiles/<scale>-<model>.txt")
@@ -237,17 +238,27 @@ def main(argv: list[str] | None = None) -> int:
                       "profile_path": str(args.out / "profiles" / f"{scale}-{_safe(label)}.txt")
                       if args.profile else None}
                      for name, label, overrides in args.model_specs]
-            for job in jobs:
-                print(f"[{scale}] {job['label']} ...", flush=True)
-                runs = 1 if job["model"] == "graphs" else args.repeat
-                row = combine_repeats([run_job(job, work, args.timeout, args.memory_limit_gib,
-                                               args.threads, args.omp_wait_policy)
-                                       for _ in range(runs)])
-                rows.append(row)
-                print("    " + summary_line(row), flush=True)
-                machine["load_average_at_end"] = list(os.getloadavg())
-                frame = tables.merge_rows(args.out, rows, fresh=args.fresh)
-                tables.write_outputs(args.out, frame, machine)
+            # Repeats run in rounds, every model once per round, so that the models compared
+            # alternate and a drift of the machine's speed reaches all of them alike.
+            done: dict[str, list[dict]] = {job["label"]: [] for job in jobs}
+            for round_number in range(1, args.repeat + 1):
+                for job in jobs:
+                    runs = 1 if job["model"] == "graphs" else args.repeat
+                    if round_number > runs:
+                        continue
+                    print(f"[{scale}] {job['label']} (run {round_number} of {runs}) ...",
+                          flush=True)
+                    done[job["label"]].append(run_job(job, work, args.timeout,
+                                                      args.memory_limit_gib, args.threads,
+                                                      args.omp_wait_policy))
+                    if round_number < runs:
+                        continue
+                    row = combine_repeats(done[job["label"]])
+                    rows.append(row)
+                    print("    " + summary_line(row), flush=True)
+                    machine["load_average_at_end"] = list(os.getloadavg())
+                    frame = tables.merge_rows(args.out, rows, fresh=args.fresh)
+                    tables.write_outputs(args.out, frame, machine)
     print()
     print((args.out / tables.MARKDOWN_NAME).read_text())
     return 0

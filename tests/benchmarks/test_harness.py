@@ -176,6 +176,18 @@ def test_repeated_runs_report_the_median_run(tmp_path):
     assert bpr["epoch_s"] == pytest.approx(sorted(runs)[1], abs=5e-4)
 
 
+def test_repeats_alternate_the_models_round_by_round(tmp_path):
+    done = run_suite(tmp_path, "--models", "bpr", "mostpop", "--epochs", "1", "--no-graphs",
+                     "--repeat", "2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    started = [line.split("] ")[1].split(" ...")[0] for line in done.stdout.splitlines()
+               if line.startswith("[tiny] ")]
+    assert started == ["bpr (run 1 of 2)", "mostpop (run 1 of 2)", "bpr (run 2 of 2)",
+                       "mostpop (run 2 of 2)"]
+    table = pd.read_csv(tmp_path / "benchmark.csv").set_index("model")
+    assert list(table.loc[["bpr", "mostpop"], "repeats"]) == [2, 2]
+
+
 def test_combine_repeats_takes_medians_peaks_and_failures():
     ok = [{"status": "ok", "epoch_s": t, "eval_s": e, "peak_rss_mib": m, "load_start": [0.1]}
           for t, e, m in ((0.3, 0.1, 900.0), (0.2, 0.3, 950.0), (0.25, 0.2, 910.0),
