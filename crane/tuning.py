@@ -8,7 +8,10 @@ config's `models_dir` / `crane train --model-config`), holds:
 - `training` (optional): the trainer settings this model sets for itself, `defaults` (key ->
   value) and `grid` (key -> values, each key also in `defaults`); only the keys of
   crane.engine.settings.MODEL_TRAINING_KEYS;
-- `description`, and for CRANE `ablations` and `sensitivity`.
+- `description`, and for CRANE `ablations` and `sensitivity`;
+- `preset_of: <model>` (a preset): the named model's file with this file's `defaults` laid
+  over its defaults (only keys the model has), its grid without the keys the preset fixes,
+  its `training` block unless the preset gives one; no `ablations` or `sensitivity`.
 
 A run's hyper-parameter point is flat: the model's defaults and its training defaults, with
 one value per grid key (model grid keys first, then training grid keys, each in file order).
@@ -29,7 +32,8 @@ from crane import files
 from crane.configs import MODELS_DIR
 from crane.engine.settings import MODEL_TRAINING_KEYS, TrainingConfig, split_point
 
-MODEL_FILE_KEYS = {"description", "defaults", "grid", "training", "ablations", "sensitivity"}
+MODEL_FILE_KEYS = {"description", "defaults", "grid", "training", "ablations", "sensitivity",
+                   "preset_of"}
 TRAINING_BLOCK_KEYS = ("defaults", "grid")
 
 
@@ -60,6 +64,8 @@ def load_model_config(model: str, config_dir: str | Path | None = None) -> dict[
     if unknown:
         raise ValueError(f"{path}: unknown top-level key(s) {unknown}; expected "
                          f"{sorted(MODEL_FILE_KEYS)}")
+    if "preset_of" in raw:
+        return _preset(raw, path, config_dir)
     if "defaults" not in raw:
         raise ValueError(f"{path}: missing 'defaults' (every hyper-parameter the model reads)")
     defaults = _mapping(raw.get("defaults"), path, "defaults")
@@ -74,6 +80,30 @@ def load_model_config(model: str, config_dir: str | Path | None = None) -> dict[
     if shared:
         raise ValueError(f"{path}: {shared} both in defaults and in training.defaults")
     return {**raw, "defaults": defaults, "grid": grid, "training": training}
+
+
+def _preset(raw: dict[str, Any], path: Path, config_dir: str | Path | None) -> dict[str, Any]:
+    """A preset's file resolved over the file of the model it names (see the module doc)."""
+    base_name = raw["preset_of"]
+    if not isinstance(base_name, str) or not model_config_path(base_name, config_dir).exists():
+        raise ValueError(f"{path}: preset_of: {base_name!r} names no model file")
+    misplaced = sorted(set(raw) & {"ablations", "sensitivity", "grid"})
+    if misplaced:
+        raise ValueError(f"{path}: a preset takes no {misplaced}: it searches its model's grid")
+    base = load_model_config(base_name, config_dir)
+    if "preset_of" in base:
+        raise ValueError(f"{path}: preset_of: {base_name!r} is itself a preset")
+    fixed = _mapping(raw.get("defaults"), path, "defaults")
+    unknown = sorted(set(fixed) - set(base["defaults"]))
+    if unknown:
+        raise ValueError(f"{path}: defaults: {unknown} are not hyper-parameters of "
+                         f"{base_name!r} ({model_config_path(base_name, config_dir)})")
+    training = (_training_block(raw["training"], path) if "training" in raw
+                else base["training"])
+    return {"description": raw.get("description", base.get("description")),
+            "preset_of": base_name, "defaults": {**base["defaults"], **fixed},
+            "grid": {k: v for k, v in base["grid"].items() if k not in fixed},
+            "training": training}
 
 
 def _mapping(value: Any, path: Path, where: str) -> dict[str, Any]:

@@ -559,3 +559,9 @@ def _safe_power(values: np.ndarray, exponent: float) -> np.ndarray:
     nonzero = values > 0
     out[nonzero] = values[nonzero].astype(np.float64) ** exponent
     return out
+
+
+@register("crane_scalable")
+class CraneScalable(Crane):
+    """CRANE at its preset of scale switches (crane_scalable.yaml): the same model, other
+    defaults."""

@@ -1,5 +1,7 @@
 """Model files, grids, hp hashes and the tuning policy (select on validation, never on test)."""
 
+import re
+
 import pytest
 
 from crane import files
@@ -86,6 +88,40 @@ def test_hp_hash_is_short_stable_and_order_free():
     assert h == hp_hash({"n_layers": 2, "reg_weight": 1e-4})
     assert len(h) == 12 and int(h, 16) >= 0
     assert h != hp_hash({"n_layers": 3, "reg_weight": 1e-4})
+
+
+def test_a_preset_lays_its_defaults_over_its_models_file(tmp_path):
+    (tmp_path / "m.yaml").write_text(
+        "defaults: {a: 1, b: 2, c: 3}\ngrid: {a: [1, 5], b: [2, 4]}\n"
+        "training: {defaults: {learning_rate: 0.01}}\nablations: {m_a: {a: 0}}\n")
+    (tmp_path / "p.yaml").write_text("preset_of: m\ndefaults: {b: 7}\n")
+    preset = load_model_config("p", tmp_path)
+    assert preset["defaults"] == {"a": 1, "b": 7, "c": 3}
+    assert preset["grid"] == {"a": [1, 5]}  # b is fixed by the preset
+    assert preset["training"]["defaults"] == {"learning_rate": 0.01}
+    assert "ablations" not in preset
+
+
+@pytest.mark.parametrize("text, named", [
+    ("preset_of: m\ndefaults: {z: 1}\n", "['z'] are not hyper-parameters"),
+    ("preset_of: nothere\ndefaults: {a: 1}\n", "names no model file"),
+    ("preset_of: q\ndefaults: {a: 2}\n", "is itself a preset"),
+    ("preset_of: m\ngrid: {a: [1]}\n", "takes no ['grid']"),
+])
+def test_a_bad_preset_names_the_file_and_the_key(tmp_path, text, named):
+    (tmp_path / "m.yaml").write_text("defaults: {a: 1}\ngrid: {a: [1, 2]}\n")
+    (tmp_path / "q.yaml").write_text("preset_of: m\ndefaults: {a: 3}\n")
+    (tmp_path / "p.yaml").write_text(text)
+    with pytest.raises(ValueError, match=re.escape(named)) as error:
+        load_model_config("p", tmp_path)
+    assert "p.yaml" in str(error.value)
+
+
+def test_crane_scalable_is_crane_with_its_scale_switches_on():
+    crane, scalable = load_model_config("crane"), load_model_config("crane_scalable")
+    switches = {"neighbour_cache": True, "cl_max_rows": 512, "input_dim": 256}
+    assert scalable["defaults"] == {**crane["defaults"], **switches}
+    assert scalable["grid"] == crane["grid"]
 
 
 def test_bad_model_config_names_the_file(tmp_path):
