@@ -148,6 +148,8 @@ def test_recall_row_gives_a_source_for_every_number(page, model):
 
 @pytest.mark.parametrize("model", shipped())
 def test_section_links_the_model_file(page, model):
+    """A model's section links its file; a preset's (`preset_of`) links its model file."""
     body = sections(page).get(display_label(model), "")
-    link = f"(../crane/models/{model}.py)"
+    link = (f"(../crane/configs/models/{model}.yaml)" if "preset_of" in load_model_config(model)
+            else f"(../crane/models/{model}.py)")
     assert link in body, f"{PAGE_NAME}: the '### {display_label(model)}' section must link {link}"

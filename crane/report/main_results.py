@@ -13,8 +13,8 @@ import pandas as pd
 from crane.report import significance
 from crane.report.aggregate import lookup, summarise_over_seeds
 from crane.report.collect import MissingRun, RunCollection, load_user_metrics
-from crane.report.naming import (MAIN_METRICS, OURS, group_label, group_of, grouped_models,
-                                 metric_label, model_label, seeds_spread)
+from crane.report.naming import (MAIN_METRICS, OURS, base_model, group_label, group_of,
+                                 grouped_models, metric_label, model_label, seeds_spread)
 from crane.report.tables import (DASH, Cell, Row, Section, Table, format_mean_std,
                                  rank_emphasis)
 
@@ -66,11 +66,19 @@ def main_results(runs: RunCollection, datasets: Sequence[str], models: Sequence[
 
     missing = list(runs.missing)
     tests = pd.DataFrame(columns=SIGNIFICANCE_COLUMNS)
-    if ours in models and any(group_of(m, ours) != OURS for m in models):
-        tests, user_missing = _improvements(runs, summary, columns, models, ours, test, pairing)
-        missing.extend(user_missing)
-        cells = [_improvement_cell(tests, dataset, metric) for dataset, metric in columns]
-        sections.append(Section(None, [Row(f"{model_label(ours)} improvement", cells)]))
+    compared = _compared_with_baselines(models, ours)
+    if compared:
+        frames, rows = [], []
+        for model in compared:
+            found, user_missing = _improvements(runs, summary, columns, models, model, ours,
+                                                test, pairing)
+            missing.extend(user_missing)
+            frames.append(found)
+            rows.append(Row(f"{model_label(model)} improvement",
+                            [_improvement_cell(found, dataset, metric)
+                             for dataset, metric in columns]))
+        tests = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        sections.append(Section(None, rows))
 
     table = Table(
         caption=("Test performance: mean ± std over seeds" if len(seeds) > 1
@@ -80,7 +88,7 @@ def main_results(runs: RunCollection, datasets: Sequence[str], models: Sequence[
         columns=[metric_label(metric) for _, metric in columns],
         column_groups=[(dataset, len(metrics)) for dataset in datasets],
         sections=sections,
-        notes=_notes(seeds, ours, test, pairing, tests, runs.missing, missing, models),
+        notes=_notes(seeds, compared, test, pairing, tests, runs.missing, missing),
     )
     data = summary.assign(group=[group_of(m, ours) for m in summary["model"]],
                           emphasis=[emphasis.get((d, m, k), "") for d, m, k in
@@ -95,8 +103,19 @@ def _mean(summary: pd.DataFrame, dataset: str, model: str, metric: str) -> float
     return math.nan if row is None else float(row["mean"])
 
 
-def _improvements(runs, summary, columns, models, ours, test, pairing):
-    """Per column: ours vs the best baseline (by mean), relative improvement and paired test."""
+def _compared_with_baselines(models, ours) -> list[str]:
+    """The models with an improvement row: `ours` first, then its presets (CRANE (scalable));
+    none without `ours` or without a baseline. Mirror Gradient rows of ours get none."""
+    if ours not in models or all(group_of(m, ours) == OURS for m in models):
+        return []
+    presets = [m for m in models if group_of(m, ours) == OURS and m not in (ours,)
+               and base_model(m) == m]
+    return [ours, *presets]
+
+
+def _improvements(runs, summary, columns, models, model, ours, test, pairing):
+    """Per column: `model` (ours or a preset of it) vs the best baseline (by mean), relative
+    improvement and paired test."""
     metrics = sorted({metric for _, metric in columns})
     user_frames: dict[tuple[str, str], pd.DataFrame | None] = {}
     missing: list[MissingRun] = []
@@ -110,8 +129,8 @@ def _improvements(runs, summary, columns, models, ours, test, pairing):
 
     records = []
     for dataset, metric in columns:
-        ours_mean = _mean(summary, dataset, ours, metric)
-        # Our model trained with Mirror Gradient is ours too, not a baseline.
+        ours_mean = _mean(summary, dataset, model, metric)
+        # Our model's presets and its Mirror Gradient runs are ours too, not baselines.
         baselines = [(m, _mean(summary, dataset, m, metric)) for m in models
                      if group_of(m, ours) != OURS]
         baselines = [(m, v) for m, v in baselines if not math.isnan(v)]
@@ -120,13 +139,13 @@ def _improvements(runs, summary, columns, models, ours, test, pairing):
         # The first of the models tied at the highest mean (config order) is "the best".
         best_model, best_mean = max(baselines, key=lambda mv: mv[1])
         improvement = (ours_mean - best_mean) / best_mean * 100 if best_mean > 0 else math.nan
-        ours_users, base_users = per_user(dataset, ours), per_user(dataset, best_model)
+        ours_users, base_users = per_user(dataset, model), per_user(dataset, best_model)
         if ours_users is None or base_users is None:
             result = significance.PairedTestResult(test, pairing, 0, math.nan, math.nan, math.nan)
         else:
             result = significance.compare_per_user(ours_users, base_users, metric, test, pairing)
         records.append({
-            "dataset": dataset, "metric": metric, "ours": ours, "baseline": best_model,
+            "dataset": dataset, "metric": metric, "ours": model, "baseline": best_model,
             "ours_mean": ours_mean, "baseline_mean": best_mean, "improvement_pct": improvement,
             "test": result.test, "pairing": result.pairing, "n_pairs": result.n_pairs,
             "mean_difference": result.mean_difference, "statistic": result.statistic,
@@ -150,7 +169,7 @@ def _in_table_order(data: pd.DataFrame, datasets, models, metrics) -> pd.DataFra
         ["_dataset", "_model", "_metric"]).drop(columns=[f"_{c}" for c in order]).reset_index(drop=True)
 
 
-def _notes(seeds, ours, test, pairing, tests, missing_runs, missing_all, models) -> list[str]:
+def _notes(seeds, compared, test, pairing, tests, missing_runs, missing_all) -> list[str]:
     test_name = ("two-sided Wilcoxon signed-rank test" if test == "wilcoxon"
                  else "two-sided paired t-test")
     pairs = ("each user's metric averaged over the seeds both models ran (one pair per user)"
@@ -161,14 +180,15 @@ def _notes(seeds, ours, test, pairing, tests, missing_runs, missing_all, models)
         "Per column the best mean is in bold and the second best underlined "
         "(compared at 4 decimals; tied models share the emphasis).",
     ]
-    if ours in models:
+    for model in compared:
         notes.append(
-            f"{model_label(ours)} improvement = ({model_label(ours)} mean - best baseline mean) "
-            f"/ best baseline mean. ** p < 0.01, * p < 0.05: {test_name} on per-user test "
-            f"metrics of {model_label(ours)} and that baseline, {pairs}.")
+            f"{model_label(model)} improvement = ({model_label(model)} mean - best baseline "
+            f"mean) / best baseline mean. ** p < 0.01, * p < 0.05: {test_name} on per-user "
+            f"test metrics of {model_label(model)} and that baseline, {pairs}.")
     if not tests.empty:
         parts = []
-        for dataset, rows in tests.groupby("dataset", sort=False):
+        # the best baseline of a column is the same for every compared model
+        for dataset, rows in tests[tests["ours"] == compared[0]].groupby("dataset", sort=False):
             by_baseline = rows.groupby("baseline", sort=False)["metric"].apply(list)
             parts.append(f"{dataset}: " + ", ".join(
                 f"{model_label(b)} ({', '.join(metric_label(m) for m in ms)})"

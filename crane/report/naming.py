@@ -26,8 +26,9 @@ MODEL_GROUPS: dict[str, tuple[str, ...]] = {
     GENERAL: ("mostpop", "bpr", "lightgcn", "selfcf", "layergcn", "xsimgcl"),
     MULTIMODAL: ("itemknn_cbf", "vbpr", "mmgcn", "grcn", "mvgae", "dualgnn", "lattice", "slmrec",
                  "freedom", "bm3", "dragon", "mgcn", "lgmrec", "smore", "pgl", "mmgcf", "damrs",
-                 "mentor"),
-    OURS: ("crane",),
+                 "mentor", "cohesion"),
+    # the project's own models: CRANE and its presets
+    OURS: ("crane", "crane_scalable"),
 }
 GROUP_ORDER: tuple[str, ...] = (GENERAL, MULTIMODAL, OTHER, OURS)
 GROUP_LABELS = {GENERAL: "General", MULTIMODAL: "Multimodal", OTHER: "Other", OURS: "CRANE"}
@@ -57,7 +58,9 @@ MODEL_LABELS = {
     "mmgcf": "MMGCF",
     "damrs": "DA-MRS",
     "mentor": "MENTOR",
+    "cohesion": "COHESION",
     "crane": "CRANE",
+    "crane_scalable": "CRANE (scalable)",
 }
 
 # Ablation variants in the order of the method description (docs/crane-method.md, section 9);
@@ -123,9 +126,10 @@ def group_label(group: str, ours: str = "crane") -> str:
 
 
 def group_of(model: str, ours: str = "crane") -> str:
-    """The group of a model; a Mirror Gradient row sits in its model's group."""
+    """The group of a model; a Mirror Gradient row sits in its model's group, and CRANE's
+    presets in CRANE's."""
     model = base_model(model)
-    if model == ours:
+    if model == ours or (ours in MODEL_GROUPS[OURS] and model in MODEL_GROUPS[OURS]):
         return OURS
     for group, members in MODEL_GROUPS.items():
         if group != OURS and model in members:

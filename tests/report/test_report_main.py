@@ -125,3 +125,17 @@ def test_bad_metrics_json_names_the_file_and_field(results):
     path.write_text('{"valid": {}, "test": {}, "seed": 7}')
     with pytest.raises(ValueError, match=r"field 'seed' is 7 but the folder says 1"):
         collect_final_runs(results, ["baby"], ["bpr"], SEEDS)
+
+
+def test_a_preset_of_ours_gets_its_own_improvement_row_and_is_never_a_baseline(results):
+    make_study(results, {"freedom": 0.9, "crane": 1.0, "crane_scalable": 1.2})
+    result = _build(results, models=["freedom", "crane", "crane_scalable"])
+    assert [r.label for r in result.table.sections[-2].rows] == ["CRANE", "CRANE (scalable)"]
+    rows = _rows(result)
+    assert [c.text for c in rows["CRANE improvement"].cells] == ["+11.11%"] * 4
+    assert [c.text for c in rows["CRANE (scalable) improvement"].cells] == ["+33.33%"] * 4
+    tests = result.significance
+    assert set(tests["baseline"]) == {"freedom"}
+    assert list(tests["ours"]) == ["crane"] * 4 + ["crane_scalable"] * 4
+    notes = " ".join(result.table.notes)
+    assert "CRANE (scalable) improvement = " in notes and notes.count("Best baseline:") == 1
