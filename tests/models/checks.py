@@ -112,6 +112,17 @@ def train_and_test(dataset: SyntheticDataset, model: str, hparams: dict, epochs:
                             seed, config, log=lambda _: None)
 
 
+def untimed_history(history: list[dict]) -> list[dict]:
+    """A run's history without its timings: what a reproduced run must repeat exactly."""
+    return [{k: v for k, v in row.items() if "seconds" not in k} for row in history]
+
+
+def assert_same_run(first: RunResult, second: RunResult) -> None:
+    """Two runs of one seed: the same test metrics and the same history, timings aside."""
+    assert first.test == second.test
+    assert untimed_history(first.history) == untimed_history(second.history)
+
+
 def random_recall_at_20(dataset: SyntheticDataset) -> float:
     """Expected Recall@20 of a random ranking (training items masked)."""
     n_train = np.bincount(dataset.data.train_user, minlength=dataset.data.n_users)

@@ -15,7 +15,7 @@ from crane.models import get
 from crane.synthetic import (only_modalities, random_train_data, shuffled_features,
                              styled_random_cold)
 from tests.models._threads import one_torch_thread
-from tests.models.checks import (a_batch, assert_same_loss_and_gradients,
+from tests.models.checks import (a_batch, assert_same_loss_and_gradients, assert_same_run,
                                  assert_scores_agree_across_chunks, model_defaults,
                                  parameters_without_gradient, train_and_test)
 
@@ -199,8 +199,5 @@ def test_learns_from_the_features_and_reproduces(styled):
     recall = trained.test["recall@20"]
     assert recall > 3 * mostpop.test["recall@20"], (recall, mostpop.test)
     assert blind.test["recall@20"] < recall - 0.1, (recall, blind.test)
-    assert trained.test == again.test and untimed(trained.history) == untimed(again.history)
+    assert_same_run(trained, again)
 
-
-def untimed(history):
-    return [{k: v for k, v in row.items() if "seconds" not in k} for row in history]

@@ -16,7 +16,7 @@ from crane.models.smore import max_pooled_graph
 from crane.synthetic import random_train_data, shuffled_features, styled_random_cold
 from crane.tuning import load_model_config
 from tests.models._threads import one_torch_thread
-from tests.models.checks import (a_batch, assert_same_loss_and_gradients,
+from tests.models.checks import (a_batch, assert_same_loss_and_gradients, assert_same_run,
                                  assert_scores_agree_across_chunks, mean_epoch_losses,
                                  parameters_without_gradient, train_and_test)
 
@@ -302,8 +302,5 @@ def test_learns_from_the_features_and_reproduces(styled):
     blind = run(data=shuffled_features(styled.data)).test["recall@20"]
     assert recall > 0.7 and recall > 5 * mostpop, (recall, mostpop)
     assert blind < recall - 0.3, (recall, blind)
-    assert trained.test == again.test and untimed(trained.history) == untimed(again.history)
+    assert_same_run(trained, again)
 
-
-def untimed(history):
-    return [{k: v for k, v in row.items() if "seconds" not in k} for row in history]
