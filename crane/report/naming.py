@@ -67,7 +67,7 @@ MODEL_LABELS = {
 # variants not listed here follow in alphabetical order.
 ABLATION_ORDER: tuple[str, ...] = (
     "crane", "crane_concat", "crane_rca1", "crane_no_profiles", "crane_no_item_graph",
-    "crane_no_cl", "crane_prototype",
+    "crane_no_cl", "crane_prototype", "crane_neighbour_cache", "crane_cl_rows", "crane_pca",
 )
 ABLATION_LABELS = {
     "crane": "CRANE (full)",
@@ -77,6 +77,9 @@ ABLATION_LABELS = {
     "crane_no_item_graph": "w/o item-item graph",
     "crane_no_cl": "w/o contrastive loss",
     "crane_prototype": "prototype-faithful",
+    "crane_neighbour_cache": "historical neighbours (approx.)",
+    "crane_cl_rows": "InfoNCE on 512 rows (approx.)",
+    "crane_pca": "PCA input, 256 (approx.)",
 }
 
 
