@@ -64,8 +64,9 @@ def build_report(results_dir: str | Path, out_dir: str | Path, datasets: Sequenc
     is found on disk. `ablation_scope` / `sensitivity_scope` are the (datasets, seeds) those
     runs were made for (a study often runs them on fewer of each than the main table); both
     default to `datasets` and `seeds`. `mirror_gradient` names the models whose Mirror Gradient
-    runs are rows of the main table ("<Model> + MG", after the model). `curve_metric` is the metric of the convergence curves (validation), the
-    user-activity table and the sensitivity plots (test).
+    runs are rows of the main table ("<Model> + MG", after the model). `curve_metric` is the
+    metric of the convergence curves (validation), the user-activity table and the
+    sensitivity plots (test).
     """
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     _check_arguments(datasets, models, seeds, test, pairing, parts)
@@ -79,8 +80,8 @@ def build_report(results_dir: str | Path, out_dir: str | Path, datasets: Sequenc
     if "main" in parts:
         main_runs, main_models = runs, list(models)
         if mirror_gradient:
+            # its missing runs come back in result.missing (kind "mirror_gradient")
             mirror = collect_mirror_gradient_runs(results_dir, datasets, mirror_gradient, seeds)
-            missing.extend(mirror.missing)
             main_runs = combine_runs(runs, mirror)
             main_models = with_mirror_gradient_rows(models, mirror_gradient)
         result = main_results(main_runs, datasets, main_models, seeds, metrics, ours, test,
