@@ -1,37 +1,41 @@
-"""Fidelity check: our BPR and LightGCN on MMRec's own Baby split vs. MMRec's numbers.
+"""Fidelity check: our models on an MMRec dataset folder vs. MMRec's own code on that folder.
 
-MMRec (enoche/MMRec, unchanged, seed 999, 2 CPU cores) was run on the dataset folder
-`../shared/data/amazon2014-baby/mmrec-split` (see its README) and reached test
-Recall@20 / NDCG@20 of 0.0541 / 0.0242 (BPR, reg_weight 1e-4) and 0.0778 / 0.0339
-(LightGCN, 2 layers, reg_weight 1e-4, best validation epoch 57 counted from 0). This script
-trains our implementations with the protocol settings (embedding 64, Adam lr 1e-3, batch
-2048, early stopping on validation Recall@20 with patience 20 under MMRec's rule, see
-docs/training.md, up to 1000 epochs) on the same folder over several seeds and reports
-mean +- std, the standard error of the mean, and whether each metric lands within
-max(3 % of MMRec's value, 2 SEM) of it.
+MMRec (enoche/MMRec, run outside this repository with only the patches a modern CPU stack
+needs) was trained on the real Baby split `../shared/data/amazon2014-baby/mmrec-split` and,
+for the content models, on the stand-in features `make_features.py` of that folder builds
+(`image_feat.npy`, `text_feat.npy`, MMRec's names). Its figures, the point, the seeds, the
+reference commit and the patches are in `benchmarks/references/mmrec-baby.yaml` (nothing of
+MMRec's code is here). This script trains our implementation of each model at the same point
+(embedding 64, Adam lr 1e-3 unless the point says otherwise, batch 2048, early stopping on
+validation Recall@20 with patience 20 under MMRec's rule, see docs/training.md, up to 1000
+epochs) on the same folder and features over several seeds, and reports mean +- std, the
+standard error of the mean, and the gap to MMRec's mean: a metric agrees when the gap is
+within max(5 % of MMRec's mean, 2 standard errors of the difference of the two means).
+The table and its commands are in docs/fidelity.md.
 
 With `--grid` it first tunes the model's grid (crane/configs/models/<model>.yaml, MMRec's
-grid) on the first seed, selects on validation Recall@20 (crane.tuning.select_best, the project's
-policy), runs the selected point on every seed and reports the gap to MMRec's published
-Baby table (BPR 0.0575 / 0.0249, LightGCN 0.0754 / 0.0328; MMRec selects its grid on test).
+grid) on the first seed, selects on validation Recall@20 (crane.tuning.select_best, the
+project's policy), runs the selected point on every seed and reports the gap to MMRec's
+published Baby table (BPR and LightGCN only; MMRec selects its grid on test).
 
 Usage (from the repository root; a run folder per (model, seed) makes it resumable):
 
-    python benchmarks/fidelity_mmrec.py                      # both models, seeds 1..5
-    python benchmarks/fidelity_mmrec.py --models bpr --seeds 1 2 --threads 2
-    python benchmarks/fidelity_mmrec.py --max-epochs 50 --out results/fidelity
-    python benchmarks/fidelity_mmrec.py --timing 5            # s/epoch and s/eval pass only
-    python benchmarks/fidelity_mmrec.py --models bpr --grid   # grid on seed 1, then 5 seeds
+    python benchmarks/fidelity_mmrec.py --models bpr lightgcn    # seeds 1..5
+    python benchmarks/fidelity_mmrec.py --models vbpr --features ../features --threads 1
+    python benchmarks/fidelity_mmrec.py --models bpr --seeds 1 2 --max-epochs 50
+    python benchmarks/fidelity_mmrec.py --models freedom --timing 5  # s/epoch, s/eval pass only
+    python benchmarks/fidelity_mmrec.py --models bpr --grid     # grid on seed 1, then 5 seeds
     python benchmarks/fidelity_mmrec.py --models lightgcn --grid --jobs 6 --device cuda
                                           # pending runs in 6 processes (one GPU or 6 cores)
-
-The numbers these commands give, and the command behind each row, are in docs/training.md.
+    python benchmarks/fidelity_mmrec.py --markdown              # docs/fidelity.md's table
 
 The folder is read directly (`<name>.inter`: userID itemID rating timestamp x_label, with
 x_label 0/1/2 = train/validation/test); n_users and n_items are the largest ids + 1.
 `--folder` takes any MMRec folder, or the `.inter` file itself; `--name` picks `<name>.inter`
-in a folder holding several (default: the folder's only `.inter` file). MMRec's reference
-numbers above are Baby's: on another dataset the gaps compare with them only as a yardstick.
+in a folder holding several (default: the folder's only `.inter` file). `--features` is the
+folder holding `image_feat.npy` and `text_feat.npy` (default: the `.inter` file's folder);
+a content model reads what is there and says which file it lacks. The reference figures
+are Baby's: on another dataset the gaps compare with them only as a yardstick.
 
     python benchmarks/fidelity_mmrec.py --folder data/sports --name sports --models bpr
 """
@@ -39,6 +43,7 @@ numbers above are Baby's: on another dataset the gaps compare with them only as 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import multiprocessing
 import os
@@ -54,28 +59,50 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+import yaml  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from crane import files  # noqa: E402
-from crane.data.processed import TRAIN, VALID, Interactions  # noqa: E402
-from crane.engine.evaluate import FullRankingEvaluator  # noqa: E402
-from crane.engine.inputs import build_model  # noqa: E402
+from crane.features.store import check_feature_matrix  # noqa: E402
+from crane.models import available as available_models, get as get_model  # noqa: E402
+from crane.data.processed import TRAIN, Interactions  # noqa: E402
 from crane.engine.runner import fit_and_evaluate  # noqa: E402
-from crane.engine.sampling import NegativeSampler  # noqa: E402
 from crane.engine.settings import TrainingConfig  # noqa: E402
 from crane.models.base import TrainData  # noqa: E402
-from crane.ops.adam import make_adam  # noqa: E402
-from crane.tuning import grid_points, hp_hash, load_model_config, select_best  # noqa: E402
+from crane.tuning import default_hparams, grid_points, hp_hash, load_model_config, select_best  # noqa: E402
 
 DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "shared/data/amazon2014-baby/mmrec-split"
-MMREC = {  # model -> (hyper-parameters, MMRec's test recall@20, ndcg@20 on this folder)
-    "bpr": ({"embedding_size": 64, "reg_weight": 1e-4}, 0.0541, 0.0242),
-    "lightgcn": ({"embedding_size": 64, "n_layers": 2, "reg_weight": 1e-4}, 0.0778, 0.0339),
-}
-# MMRec's published Baby table (BPR and LightGCN, each grid selected by MMRec): --grid target
-PUBLISHED = {"bpr": (0.0575, 0.0249), "lightgcn": (0.0754, 0.0328)}
-RELATIVE_TOLERANCE = 0.03
+REFERENCE_FILE = Path(__file__).resolve().parent / "references" / "mmrec-baby.yaml"
+FEATURE_FILES = {"image": "image_feat.npy", "text": "text_feat.npy"}  # MMRec's file names
+METRICS = ("recall@20", "ndcg@20")
+RELATIVE_TOLERANCE = 0.05
+
+
+def load_reference(path: Path) -> dict:
+    """The reference file, checked: every model names its point and, per seed, its test
+    figures (the same number of values as seeds)."""
+    content = yaml.safe_load(Path(path).read_text())
+    models_ = content.get("models") if isinstance(content, dict) else None
+    if not isinstance(models_, dict) or not models_:
+        raise ValueError(f"{path}: no `models:` mapping")
+    for model, entry in models_.items():
+        where = f"{path}: models.{model}"
+        if model not in available_models():
+            raise ValueError(f"{where}: not a model of ours ({', '.join(available_models())})")
+        for key in ("point", "seeds", "test"):
+            if key not in entry:
+                raise ValueError(f"{where}: missing `{key}`")
+        for part in ("test", "valid"):
+            for metric, values in (entry.get(part) or {}).items():
+                if len(values) != len(entry["seeds"]):
+                    raise ValueError(f"{where}.{part}.{metric}: {len(values)} value(s) for "
+                                     f"{len(entry['seeds'])} seed(s)")
+        missing = [m for m in METRICS if m not in entry["test"]]
+        if missing:
+            raise ValueError(f"{where}.test: missing {missing}")
+        entry["point"] = default_hparams(model, **entry["point"])
+    return content
 
 
 def inter_file(folder: Path, name: str | None) -> Path:
@@ -128,38 +155,54 @@ def summarise(values: list[float]) -> tuple[float, float, float]:
     return float(array.mean()), std, std / math.sqrt(len(array)) if len(array) > 1 else math.nan
 
 
-def time_models(data: TrainData, interactions: Interactions, model_names: list[str],
-                epochs: int) -> int:
-    """Seconds per training epoch and per full validation pass at this dataset's scale."""
-    evaluator = FullRankingEvaluator.for_split(interactions, VALID, device=data.device)
-    sampler = NegativeSampler(data.train_user, data.train_item, data.n_items, 2048,
-                              torch.Generator().manual_seed(0), device=data.device)
-    print(f"torch threads {torch.get_num_threads()}, {len(evaluator.users)} validation users")
-    for name in model_names:
-        torch.manual_seed(0)
-        model = build_model(name, data, MMREC[name][0])
-        optimizer = make_adam(list(model.parameters()), 1e-3, 0.0)
-        epoch_wall, epoch_cpu = [], []
-        for _ in range(epochs):
-            wall, cpu = time.perf_counter(), time.process_time()
-            model.train()
-            for batch in sampler.epoch():
-                optimizer.zero_grad(set_to_none=True)
-                sum(model.loss(batch.users, batch.pos_items, batch.neg_items).values()).backward()
-                optimizer.step()
-            epoch_wall.append(time.perf_counter() - wall)
-            epoch_cpu.append(time.process_time() - cpu)
-        eval_wall, eval_cpu = [], []
-        for _ in range(3):
-            wall, cpu = time.perf_counter(), time.process_time()
-            evaluator.evaluate(model)
-            eval_wall.append(time.perf_counter() - wall)
-            eval_cpu.append(time.process_time() - cpu)
-        # CPU seconds show the work itself when other jobs share the cores (wall time won't)
-        print(f"{name}: epoch wall s {[round(t, 3) for t in epoch_wall]} median "
-              f"{np.median(epoch_wall):.3f} (cpu {np.median(epoch_cpu):.3f}); eval pass wall s "
-              f"{[round(t, 3) for t in eval_wall]} median {np.median(eval_wall):.3f} "
-              f"(cpu {np.median(eval_cpu):.3f})", flush=True)
+def read_features(folder: Path, model: str, n_items: int) -> dict[str, np.ndarray]:
+    """The MMRec feature files a content model reads: those present in `folder`, each checked
+    (shape, finite values, not constant); a model that needs one that is absent is an error."""
+    model_cls = get_model(model)
+    if not model_cls.uses_content:
+        return {}
+    features = {}
+    for modality, name in FEATURE_FILES.items():
+        path = folder / name
+        if path.is_file():
+            matrix = check_feature_matrix(np.load(path), str(path))
+            if matrix.shape[0] != n_items:
+                raise ValueError(f"{path}: {matrix.shape[0]} rows, the .inter file has "
+                                 f"{n_items} items")
+            if np.ptp(matrix, axis=0).max() == 0:
+                raise ValueError(f"{path}: every row is the same: constant features carry "
+                                 f"nothing to learn from")
+            features[modality] = matrix
+    needed = model_cls.required_modalities or ()
+    lacking = [FEATURE_FILES[m] for m in needed if m not in features]
+    if lacking or not features:
+        raise FileNotFoundError(f"{folder}: {model} reads {lacking or list(FEATURE_FILES.values())}"
+                                f", not found there (pass --features the folder holding them)")
+    return features
+
+
+def with_features(data: TrainData, model: str, args: argparse.Namespace) -> TrainData:
+    """`data` plus the item features `model` reads (none for an ID-only model)."""
+    features = read_features(args.features, model, data.n_items)
+    return dataclasses.replace(data, features=features, feature_hashes={
+        modality: files.sha256_array(matrix) for modality, matrix in features.items()})
+
+
+def time_models(data: TrainData, interactions: Interactions, args: argparse.Namespace,
+                reference: dict) -> int:
+    """Seconds per training epoch and per evaluation pass at this dataset's scale: the real
+    training loop for `--timing` epochs (no early stop), one validation pass per epoch."""
+    print(f"torch threads {torch.get_num_threads()}")
+    for name in args.models:
+        training = TrainingConfig(epochs=args.timing, patience=args.timing + 1)
+        result = fit_and_evaluate(with_features(data, name, args), interactions, name,
+                                  reference["models"][name]["point"], 0, training,
+                                  log=lambda message: None)
+        epochs = [row["seconds"] for row in result.history if "loss" in row]
+        evals = result.eval_seconds / (result.epochs_run + 1)
+        print(f"{name}: epoch s {[round(t, 3) for t in epochs]} median "
+              f"{np.median(epochs):.3f}; eval pass s {evals:.3f} (mean over "
+              f"{result.epochs_run + 1} passes)", flush=True)
     return 0
 
 
@@ -169,7 +212,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="an MMRec dataset folder, or its .inter file")
     parser.add_argument("--name", default=None,
                         help="read <folder>/<name>.inter (default: the folder's only .inter)")
-    parser.add_argument("--models", nargs="+", default=list(MMREC), choices=list(MMREC))
+    parser.add_argument("--features", type=Path, default=None,
+                        help="folder with image_feat.npy / text_feat.npy (default: the "
+                             ".inter file's folder)")
+    parser.add_argument("--reference", type=Path, default=REFERENCE_FILE,
+                        help="MMRec's figures and points (YAML, see the default file)")
+    parser.add_argument("--models", nargs="+", default=None,
+                        help="models of the reference file (default: all of them)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     parser.add_argument("--max-epochs", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -183,31 +232,51 @@ def main(argv: list[str] | None = None) -> int:
                         help="tune the model file's grid on the first seed, select "
                              "on validation, run that point on every seed, compare with the "
                              "published table")
+    parser.add_argument("--markdown", action="store_true",
+                        help="print docs/fidelity.md's table from the run folders of --seeds, train nothing")
     parser.add_argument("--out", type=Path, default=Path("results/fidelity_mmrec"),
                         help="run folders (resumable) and summary.json")
     args = parser.parse_args(argv)
+    reference = load_reference(args.reference)
+    args.models = args.models or list(reference["models"])
+    unknown = [m for m in args.models if m not in reference["models"]]
+    if unknown:
+        parser.error(f"--models {unknown}: not in {args.reference} (it has "
+                     f"{', '.join(reference['models'])})")
+    if args.markdown:
+        print(markdown_table(args.out, reference, args.models, args.seeds))
+        return 0
+    summary_path = args.out / "summary.json"
+    summary = files.read_json(summary_path) if summary_path.exists() else {}
     args.inter = inter_file(args.folder, args.name)
+    args.features = args.features or args.inter.parent
     data, interactions, training = load(args)
     print(f"{args.inter}: {interactions.n_users} users, {interactions.n_items} items, "
           f"split {np.bincount(interactions.split).tolist()}", flush=True)
     if args.timing:
-        return time_models(data, interactions, args.models, args.timing)
-    summary_path = args.out / "summary.json"
-    summary = files.read_json(summary_path) if summary_path.exists() else {}
+        return time_models(data, interactions, args, reference)
     for model in args.models:
-        hparams, ref_recall, ref_ndcg = MMREC[model]
+        model_data = with_features(data, model, args)
+        target = reference["models"][model]
+        hparams = target["point"]
         if args.grid:
-            selection = tune_on_validation(model, args, data, interactions, training)
-            hparams, (ref_recall, ref_ndcg) = selection["hparams"], PUBLISHED[model]
-        run_pending(model, [(hparams, seed) for seed in args.seeds], args, data,
-                    interactions, training)
-        per_seed = [train_seed(model, hparams, seed, args, data, interactions, training)
-                    for seed in args.seeds]
-        rows = compare(per_seed, ref_recall, ref_ndcg)
+            if model not in reference.get("published", {}):
+                parser.error(f"--grid: {args.reference} has no published figures for {model}")
+            selection = tune_on_validation(model, args, model_data, interactions, training,
+                                           reference)
+            hparams = selection["hparams"]
+            target = {"seeds": ["published"], "test": {
+                m: [v] for m, v in reference["published"][model].items()}}
+        run_pending(model, [(hparams, seed) for seed in args.seeds], args, interactions,
+                    training, reference)
+        per_seed = [train_seed(model, hparams, seed, args, model_data, interactions, training,
+                               reference) for seed in args.seeds]
+        rows = compare(per_seed, target)
         entry = {
             "hparams": hparams, "seeds": args.seeds, "metrics": rows,
             "file": str(args.inter),
-            "reference": reference_of(args),
+            "features": model_data.feature_hashes,
+            "reference": reference_of(args, target),
             "best_epochs": [m["best_epoch"] for m in per_seed],
             "epochs_run": [m["epochs_run"] for m in per_seed],
             "seconds_per_epoch": float(np.mean([m["seconds_per_epoch"] for m in per_seed])),
@@ -241,29 +310,38 @@ def load(args: argparse.Namespace) -> tuple[TrainData, Interactions, TrainingCon
 
 
 def run_pending(model: str, runs: list[tuple[dict, int]], args: argparse.Namespace,
-                data: TrainData, interactions: Interactions, training: TrainingConfig) -> None:
+                interactions: Interactions, training: TrainingConfig, reference: dict) -> None:
     """Train the (hyper-parameters, seed) runs that have no metrics.json yet: here, or in
     `--jobs` fresh processes (spawned: CUDA cannot be forked), each reading the folder."""
     pending = [(hparams, seed) for hparams, seed in runs
-               if not (run_dir_of(args.out, model, hparams, seed) / "metrics.json").exists()]
+               if not (run_dir_of(args.out, model, hparams, seed, reference)
+                       / "metrics.json").exists()]
     if args.jobs <= 1 or len(pending) <= 1:
+        if pending:
+            data, _, _ = load(args)
+            data = with_features(data, model, args)
         for hparams, seed in pending:
-            train_seed(model, hparams, seed, args, data, interactions, training)
+            train_seed(model, hparams, seed, args, data, interactions, training, reference)
         return
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(min(args.jobs, len(pending)), mp_context=context) as pool:
-        for future in [pool.submit(train_in_worker, model, hparams, seed, args)
+        for future in [pool.submit(train_in_worker, model, hparams, seed, args, reference)
                        for hparams, seed in pending]:
             future.result()
 
 
-def train_in_worker(model: str, hparams: dict, seed: int, args: argparse.Namespace) -> None:
+def train_in_worker(model: str, hparams: dict, seed: int, args: argparse.Namespace,
+                    reference: dict) -> None:
     data, interactions, training = load(args)
-    train_seed(model, hparams, seed, args, data, interactions, training)
+    train_seed(model, hparams, seed, args, with_features(data, model, args), interactions,
+               training, reference)
 
 
-def reference_of(args: argparse.Namespace) -> str:
-    what = "published table" if args.grid else "MMRec on the Baby folder, seed 999"
+def reference_of(args: argparse.Namespace, target: dict) -> str:
+    seeds = target["seeds"]
+    what = ("published table" if seeds == ["published"] else
+            f"MMRec on the Baby folder, seed{'s' * (len(seeds) > 1)} "
+            f"{', '.join(map(str, seeds))}")
     return what if args.inter.stem == "baby" else f"{what} (Baby's numbers; this is " \
         f"{args.inter.name})"
 
@@ -272,17 +350,18 @@ def dataset_label(inter: Path) -> str:
     return "amazon2014-baby-mmrec" if inter.stem == "baby" else f"{inter.stem}-mmrec"
 
 
-def run_dir_of(out: Path, model: str, hparams: dict, seed: int) -> Path:
-    """MMRec's point keeps the plain layout, so a grid search reuses its runs."""
-    if hparams == MMREC[model][0]:
+def run_dir_of(out: Path, model: str, hparams: dict, seed: int, reference: dict) -> Path:
+    """The reference point keeps the plain layout, so a grid search reuses its runs."""
+    if hparams == reference["models"][model]["point"]:
         return out / model / f"seed{seed}"
     return out / model / "grid" / hp_hash(hparams) / f"seed{seed}"
 
 
 def train_seed(model: str, hparams: dict, seed: int, args: argparse.Namespace,
-               data: TrainData, interactions: Interactions, training: TrainingConfig) -> dict:
+               data: TrainData, interactions: Interactions, training: TrainingConfig,
+               reference: dict) -> dict:
     """metrics.json of one (model, point, seed) run, trained now unless already finished."""
-    run_dir = run_dir_of(args.out, model, hparams, seed)
+    run_dir = run_dir_of(args.out, model, hparams, seed, reference)
     if not (run_dir / "metrics.json").exists():
         wall, cpu = time.perf_counter(), time.process_time()
         result = fit_and_evaluate(data, interactions, model, hparams, seed, training,
@@ -295,13 +374,15 @@ def train_seed(model: str, hparams: dict, seed: int, args: argparse.Namespace,
 
 
 def tune_on_validation(model: str, args: argparse.Namespace, data: TrainData,
-                       interactions: Interactions, training: TrainingConfig) -> dict:
+                       interactions: Interactions, training: TrainingConfig,
+                       reference: dict) -> dict:
     """Every point of the model file's grid on the first seed; the project's
     tuning policy (crane.tuning.select_best: validation Recall@20) picks one."""
     points = grid_points(load_model_config(model))
-    run_pending(model, [(hparams, args.seeds[0]) for hparams in points], args, data,
-                interactions, training)
-    selection = select_best([run_dir_of(args.out, model, h, args.seeds[0]) for h in points])
+    run_pending(model, [(hparams, args.seeds[0]) for hparams in points], args, interactions,
+                training, reference)
+    selection = select_best([run_dir_of(args.out, model, h, args.seeds[0], reference)
+                             for h in points])
     for row in selection["table"]:
         print(f"  grid {row['hparams']}: valid recall@20 {row['valid']:.4f} "
               f"(test {row['test']:.4f}, best epoch {row['best_epoch']})", flush=True)
@@ -309,18 +390,50 @@ def tune_on_validation(model: str, args: argparse.Namespace, data: TrainData,
     return selection
 
 
-def compare(per_seed: list[dict], ref_recall: float, ref_ndcg: float) -> dict[str, dict]:
-    """Mean, std, SEM of each test metric and whether it lands within max(3 %, 2 SEM)."""
+def compare(per_seed: list[dict], target: dict) -> dict[str, dict]:
+    """Mean, std, SEM of each test metric on both sides, and whether our mean lands within
+    max(5 % of MMRec's mean, 2 standard errors of the difference of the means); a side with
+    one seed contributes no standard error."""
     rows = {}
-    for metric, reference in (("recall@20", ref_recall), ("ndcg@20", ref_ndcg)):
+    for metric in METRICS:
         values = [m["test"][metric] for m in per_seed]
         mean, std, sem = summarise(values)
-        tolerance = max(RELATIVE_TOLERANCE * reference, 2 * sem if not math.isnan(sem) else 0)
+        ref_values = [float(v) for v in target["test"][metric]]
+        ref_mean, ref_std, ref_sem = summarise(ref_values)
+        se_diff = math.sqrt(sum(0.0 if math.isnan(x) else x * x for x in (sem, ref_sem)))
+        tolerance = max(RELATIVE_TOLERANCE * ref_mean, 2 * se_diff)
         rows[metric] = {"values": values, "mean": mean, "std": std, "sem": sem,
-                        "mmrec": reference, "tolerance": tolerance,
-                        "gap_percent": 100 * (mean - reference) / reference,
-                        "within": abs(mean - reference) <= tolerance}
+                        "mmrec_values": ref_values, "mmrec": ref_mean, "mmrec_std": ref_std,
+                        "se_difference": se_diff, "tolerance": tolerance,
+                        "gap_percent": 100 * (mean - ref_mean) / ref_mean,
+                        "within": abs(mean - ref_mean) <= tolerance}
     return rows
+
+
+def markdown_table(out: Path, reference: dict, models_: list[str], seeds: list[int]) -> str:
+    """docs/fidelity.md's table, recomputed from the run folders under `out` against the
+    reference file as it is now: one row per model (at its reference point, every seed
+    trained) and metric."""
+    lines = ["| model | point | metric | ours, per seed | ours mean | MMRec, per seed | "
+             "MMRec mean | gap | tolerance | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for model in models_:
+        target = reference["models"][model]
+        paths = [run_dir_of(out, model, target["point"], seed, reference) / "metrics.json"
+                 for seed in seeds]
+        if not all(path.exists() for path in paths):
+            continue
+        rows = compare([files.read_json(path) for path in paths], target)
+        point = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                          for k, v in (target.get("mmrec_point") or {}).items())
+        for metric in METRICS:
+            row = rows[metric]
+            ours = " ".join(f"{v:.4f}" for v in row["values"])
+            theirs = " ".join(f"{v:.4f}" for v in row["mmrec_values"])
+            lines.append(
+                f"| {model} | {point} | {metric} | {ours} | {row['mean']:.4f} | {theirs} | "
+                f"{row['mmrec']:.4f} | {row['gap_percent']:+.1f} % | {row['tolerance']:.4f} | "
+                f"{'agrees' if row['within'] else 'DIFFERS'} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

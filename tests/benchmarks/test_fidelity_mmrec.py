@@ -1,4 +1,5 @@
-"""The MMRec fidelity script on a tiny MMRec-format folder: reading, grid mode, summary."""
+"""The MMRec fidelity script on a tiny MMRec-format folder (reading, reference file, features,
+grid mode, summary, verdict), and for two epochs on the real Baby folder when it is present."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+BABY = REPO.parent / "shared" / "data" / "amazon2014-baby"
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import fidelity_mmrec  # noqa: E402
@@ -51,7 +54,8 @@ def test_grid_selects_on_validation_and_reuses_mmrecs_point(tmp_path, capsys):
     assert (out / "bpr" / "seed1" / "metrics.json").exists()
     assert len(list((out / "bpr" / "grid").iterdir())) == 6
     recall = entry["metrics"]["recall@20"]
-    assert recall["mmrec"] == fidelity_mmrec.PUBLISHED["bpr"][0]
+    published = fidelity_mmrec.load_reference(fidelity_mmrec.REFERENCE_FILE)["published"]
+    assert recall["mmrec"] == published["bpr"]["recall@20"]
     assert len(recall["values"]) == 2
     assert recall["within"] == (abs(recall["mean"] - recall["mmrec"]) <= recall["tolerance"])
     assert "selected on validation" in capsys.readouterr().out
@@ -88,3 +92,128 @@ def test_any_folder_and_inter_file_name(tmp_path, capsys):
     fidelity_mmrec.main(["--folder", str(inter), "--models", "bpr", "--timing", "1",
                          "--threads", "1"])
     assert f"{inter}: 40 users, 30 items" in capsys.readouterr().out
+
+
+def write_features(folder: Path, n_items: int = 30, constant: bool = False) -> Path:
+    rng = np.random.default_rng(1)
+    image = np.abs(rng.standard_normal((n_items, 12))).astype(np.float32)
+    text = rng.standard_normal((n_items, 6)).astype(np.float32)
+    if constant:
+        text[:] = 1.0
+    np.save(folder / "image_feat.npy", image)
+    np.save(folder / "text_feat.npy", text)
+    return folder
+
+
+def write_reference(path: Path, models: dict) -> Path:
+    path.write_text(yaml.safe_dump({"models": models}, sort_keys=False))
+    return path
+
+
+def test_reference_file_errors_name_the_key(tmp_path):
+    figures = {"recall@20": [0.05, 0.06], "ndcg@20": [0.02, 0.03]}
+    cases = [
+        ({"nosuchmodel": {"point": {}, "seeds": [1, 2], "test": figures}},
+         r"models\.nosuchmodel: not a model of ours"),
+        ({"vbpr": {"point": {}, "seeds": [1, 2]}}, r"models\.vbpr: missing `test`"),
+        ({"vbpr": {"point": {}, "seeds": [1], "test": figures}},
+         r"models\.vbpr\.test\.recall@20: 2 value\(s\) for 1 seed\(s\)"),
+        ({"vbpr": {"point": {}, "seeds": [1, 2], "test": {"recall@20": [0.1, 0.2]}}},
+         r"models\.vbpr\.test: missing \['ndcg@20'\]"),
+    ]
+    for models, message in cases:
+        with pytest.raises(ValueError, match=message):
+            fidelity_mmrec.load_reference(write_reference(tmp_path / "ref.yaml", models))
+    # a point lists what differs from our defaults: the rest is filled in
+    entry = fidelity_mmrec.load_reference(write_reference(
+        tmp_path / "ref.yaml", {"bm3": {"point": {"dropout": 0.5}, "seeds": [1, 2],
+                                        "test": figures}}))["models"]["bm3"]
+    assert entry["point"] == {"embedding_size": 64, "n_layers": 1, "reg_weight": 0.1,
+                              "dropout": 0.5, "cl_weight": 2.0}
+
+
+def test_verdict_uses_the_standard_error_of_the_difference():
+    ours = [{"test": {"recall@20": r, "ndcg@20": n}}
+            for r, n in ((0.050, 0.0269), (0.054, 0.0270), (0.058, 0.0271))]
+    target = {"test": {"recall@20": [0.040, 0.046, 0.052], "ndcg@20": [0.0270, 0.0271, 0.0272]}}
+    rows = fidelity_mmrec.compare(ours, target)
+    recall = rows["recall@20"]
+    # SEMs 0.0023094 and 0.0034641: SE of the difference sqrt(sum of squares) = 0.0041633
+    assert recall["se_difference"] == pytest.approx(0.0041633, abs=1e-7)
+    assert recall["tolerance"] == pytest.approx(2 * 0.0041633, abs=1e-6)  # above 5 % of 0.046
+    assert recall["gap_percent"] == pytest.approx(100 * 0.008 / 0.046)
+    assert recall["within"]                 # 0.008 apart, allowed 0.0083
+    ndcg = rows["ndcg@20"]                  # 0.027 vs 0.0271: 5 % of MMRec's mean rules
+    assert ndcg["within"] and ndcg["tolerance"] == pytest.approx(0.05 * 0.0271)
+    target["test"]["recall@20"] = [0.044, 0.045, 0.046]         # tighter reference
+    assert not fidelity_mmrec.compare(ours, target)["recall@20"]["within"]
+
+
+def test_content_model_reads_the_mmrec_feature_files(tmp_path, capsys):
+    folder, out = write_folder(tmp_path / "tiny"), tmp_path / "out"
+    figures = {"recall@20": [0.3, 0.32], "ndcg@20": [0.15, 0.16]}
+    reference = write_reference(tmp_path / "ref.yaml", {
+        "vbpr": {"point": {"reg_weight": 1.0e-3}, "mmrec_point": {"reg_weight": 1.0e-3},
+                 "seeds": [7, 8], "test": figures}})
+    args = ["--folder", str(folder), "--reference", str(reference), "--seeds", "1", "2",
+            "--max-epochs", "2", "--threads", "1", "--out", str(out)]
+    with pytest.raises(FileNotFoundError, match=r"tiny: vbpr reads \['image_feat\.npy', "
+                                                r"'text_feat\.npy'\], not found there"):
+        fidelity_mmrec.main(args)
+    write_features(folder, constant=True)
+    with pytest.raises(ValueError, match=r"text_feat\.npy: every row is the same"):
+        fidelity_mmrec.main(args)
+    write_features(folder)
+    fidelity_mmrec.main(args)
+    entry = files.read_json(out / "summary.json")["vbpr"]
+    assert entry["hparams"] == {"embedding_size": 64, "reg_weight": 1.0e-3}
+    assert sorted(entry["features"]) == ["image", "text"]
+    assert entry["metrics"]["recall@20"]["mmrec_values"] == [0.3, 0.32]
+    assert entry["reference"] == "MMRec on the Baby folder, seeds 7, 8"
+    metrics = files.read_json(out / "vbpr" / "seed1" / "metrics.json")
+    assert metrics["test"]["recall@20"] == entry["metrics"]["recall@20"]["values"][0]
+    # the features are the model's input: moving them elsewhere changes nothing
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    write_features(moved)
+    (folder / "image_feat.npy").unlink()
+    fidelity_mmrec.main(args[:-1] + [str(tmp_path / "out2"), "--features", str(moved)])
+    again = files.read_json(tmp_path / "out2" / "summary.json")["vbpr"]
+    assert again["metrics"]["recall@20"]["values"] == entry["metrics"]["recall@20"]["values"]
+    capsys.readouterr()
+    fidelity_mmrec.main(["--reference", str(reference), "--out", str(out), "--seeds", "1", "2",
+                         "--markdown"])
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("| model | point | metric | ours, per seed |")
+    assert len(table) == 4                                  # header, rule, two metrics
+    recall = entry["metrics"]["recall@20"]
+    assert table[2].startswith(f"| vbpr | reg_weight 0.001 | recall@20 | "
+                               f"{recall['values'][0]:.4f} {recall['values'][1]:.4f} | "
+                               f"{recall['mean']:.4f} | 0.3000 0.3200 | 0.3100 |")
+    # a model whose seeds are not all trained has no row
+    fidelity_mmrec.main(["--reference", str(reference), "--out", str(out), "--seeds", "1", "2",
+                         "3", "--markdown"])
+    assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not (BABY / "mmrec-split" / "baby.inter").exists(),
+                    reason=f"real data not available at {BABY}")
+def test_two_epochs_on_the_real_baby_folder_with_generated_features(tmp_path, capsys):
+    import subprocess
+    features = tmp_path / "features"
+    features.mkdir()
+    subprocess.run([sys.executable, str(BABY / "make_features.py"), str(BABY / "mmrec-split"),
+                    str(features)], check=True, capture_output=True)
+    reference = fidelity_mmrec.load_reference(fidelity_mmrec.REFERENCE_FILE)
+    fidelity_mmrec.main(["--models", "vbpr", "--features", str(features), "--seeds", "1",
+                         "--max-epochs", "2", "--threads", "2", "--out", str(tmp_path / "out")])
+    entry = files.read_json(tmp_path / "out" / "summary.json")["vbpr"]
+    assert entry["epochs_run"] == [2]
+    assert entry["hparams"] == reference["models"]["vbpr"]["point"]
+    hashes = {name: files.sha256_file(features / name) for name in ("image_feat.npy",
+                                                                    "text_feat.npy")}
+    assert hashes == {name: reference["features"][name] for name in hashes}
+    recall = entry["metrics"]["recall@20"]
+    assert 0.02 < recall["mean"] < 0.2        # learned something in two epochs
+    assert "vbpr at" in capsys.readouterr().out
