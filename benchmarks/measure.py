@@ -177,11 +177,17 @@ def measure_model(job: dict, device: torch.device, recorder: Recorder) -> None:
     from crane.engine.runner import resolve_training
     from crane.engine.runtime import seed_everything
     from crane.engine.settings import TrainingConfig
-    from crane.tuning import default_hparams
+    from crane.tuning import declared_training_keys, default_hparams
 
     job_start = time.monotonic()
     model_cls = models.get(job["model"])
-    hparams = default_hparams(job["model"], **job.get("overrides", {}))
+    # Trainer settings in the model spec (`crane:precision=bf16`) go to the trainer unless
+    # the model file declares them as part of its point.
+    overrides = dict(job.get("overrides", {}))
+    declared = declared_training_keys(job["model"])
+    trainer = {k: overrides.pop(k) for k in list(overrides)
+               if k in TrainingConfig.keys() and k not in declared}
+    hparams = default_hparams(job["model"], **overrides)
     # ID-only models never see the features (their memory would blur the peak).
     with_features = model_cls.uses_content
     data = load_data(job, with_features, recorder)
@@ -190,7 +196,8 @@ def measure_model(job: dict, device: torch.device, recorder: Recorder) -> None:
     model_hp, training, _ = resolve_training(job["model"], hparams, TrainingConfig(
         epochs=epochs, patience=epochs + 1, eval_every=1,
         batch_size=int(job.get("batch_size", 2048)),
-        eval_batch_size=int(job.get("eval_batch_size", 4096)), checkpoint_every_s=1e9))
+        eval_batch_size=int(job.get("eval_batch_size", 4096)), checkpoint_every_s=1e9,
+        **trainer))
     seed = int(job.get("seed", 7))
     recorder.update(hparams=hparams, batch_size=training.batch_size,
                     batches_per_epoch=-(-len(train.train_user) // training.batch_size))

@@ -11,7 +11,8 @@ kNN graphs (k = 10, per modality) and leaves them in a kNN cache that the model 
 scale read (so their `build` column is the rest of their graph set-up).
 
 Models are given as registry names, optionally with hyper-parameter overrides on top of
-the model file's defaults (crane/configs/models/<model>.yaml): `freedom:reg_weight=0,dropout=0.8`.
+the model file's defaults (crane/configs/models/<model>.yaml): `freedom:reg_weight=0,dropout=0.8`,
+or with trainer settings the model file does not declare (`crane:precision=bf16`).
 The default list is every model with a config file, FREEDOM at MMRec's timing point (reg_weight 0).
 
 Results (rows replace earlier rows of the same scale and model; --fresh starts over):

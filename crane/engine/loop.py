@@ -144,8 +144,9 @@ class TrainingLoop:
         mirror = self.training.mirror_gradient
         for batch in self.hooks.train_batches(epoch, sampler.epoch()):
             self.optimizer.zero_grad(set_to_none=True)
-            terms = self.model.loss(batch.users, batch.pos_items, batch.neg_items)
-            total = sum(terms.values())
+            with self._precision():
+                terms = self.model.loss(batch.users, batch.pos_items, batch.neg_items)
+                total = sum(terms.values())
             if mirror and n_batches % self.training.mirror_beta == 0:
                 self._mirror_step(batch, total)
             else:
@@ -157,6 +158,11 @@ class TrainingLoop:
             n_batches += 1
         return n_batches
 
+    def _precision(self) -> torch.autocast:
+        """The forward pass of a training step: bf16 autocast, or nothing changed."""
+        return torch.autocast(self.data.device.type, dtype=torch.bfloat16,
+                              enabled=self.training.precision == "bf16")
+
     def _mirror_step(self, batch, total: torch.Tensor) -> None:
         """Mirror Gradient as MMRec's trainer does it: a step along alpha1 * loss, then the
         loss of the same batch at the new parameters, with its gradient times -alpha2 left
@@ -164,7 +170,8 @@ class TrainingLoop:
         (self.training.mirror_alpha1 * total).backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        second = sum(self.model.loss(batch.users, batch.pos_items, batch.neg_items).values())
+        with self._precision():
+            second = sum(self.model.loss(batch.users, batch.pos_items, batch.neg_items).values())
         (-self.training.mirror_alpha2 * second).backward()
 
     def _validate(self, epoch: int, row: dict[str, Any]) -> None:

@@ -22,7 +22,9 @@ from typing import Any, Iterable
 # Optimisation settings a model file may set for itself (LATTICE's learning rate, MGCN's
 # schedule); every other trainer key is the study's protocol and the same for all models.
 MODEL_TRAINING_KEYS = ("learning_rate", "lr_scheduler", "batch_size", "weight_decay",
-                       "mirror_gradient", "mirror_alpha1", "mirror_alpha2", "mirror_beta")
+                       "mirror_gradient", "mirror_alpha1", "mirror_alpha2", "mirror_beta",
+                       "precision")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -48,6 +50,9 @@ class TrainingConfig:
     mirror_alpha1: float = 1.0
     mirror_alpha2: float = 0.1
     mirror_beta: int = 3
+    # bf16: each training step's forward runs under torch.autocast (bf16 dense products, the
+    # kernels of crane.ops in float32); evaluation is always float32.
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         from crane.engine.metrics import metric_columns
@@ -75,6 +80,9 @@ class TrainingConfig:
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ValueError(f"training.{name} must be a finite number >= 0, got "
                                  f"{getattr(self, name)!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"training.precision must be one of {', '.join(PRECISIONS)}, got "
+                             f"{self.precision!r}")
         if self.valid_metric not in metric_columns():
             raise ValueError(f"training.valid_metric {self.valid_metric!r}: expected one of "
                              f"{', '.join(metric_columns())}")

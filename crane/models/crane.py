@@ -61,6 +61,7 @@ from crane.ops.propagation import (BipartitePropagation, lightgcn_layer_mean,
                                    lightgcn_layer_sum_at)
 from crane.ops.row_blocks import CsrGraph, multi_hop_blocks
 from crane.ops.scores import dot_scores
+from crane.ops.sparse import graph_mm
 
 PROTOTYPE_HEADS = 4  # the prototype's nn.MultiheadAttention(d, 4)
 
@@ -330,11 +331,11 @@ class Crane(Recommender):
         if cfg.item_graph:
             item_graph = self._sparse("item_graph")
             for _ in range(cfg.item_graph_layers):
-                s_items = torch.sparse.mm(item_graph, s_items)
+                s_items = graph_mm(item_graph, s_items)
         s_users = None
         if cfg.uses_profiles:
             # p_u^m = (norm R X^m)_u, which equals (norm R F_m)_u W_m + rowsum_u b_m
-            s_users = self._fuse(torch.sparse.mm(self._sparse("profile_graph"), tokens))
+            s_users = self._fuse(graph_mm(self._sparse("profile_graph"), tokens))
         if cfg.uses_ui_propagation:
             # Option: also spread [z_U; z_I] over the user-item graph, mean of layers 1..L.
             spread_users, spread_items = s_users, z_items
@@ -551,7 +552,7 @@ def _with_fresh_rows(cached: torch.Tensor, reached: torch.Tensor, items: torch.T
     `items` replaced by their `fresh` z, through which the gradient flows."""
     at = torch.searchsorted(reached, items).clamp(max=len(reached) - 1)
     hit = reached[at] == items
-    return cached.index_put((at[hit],), fresh[hit])
+    return cached.index_put((at[hit],), fresh[hit].to(cached.dtype))
 
 
 def _safe_power(values: np.ndarray, exponent: float) -> np.ndarray:

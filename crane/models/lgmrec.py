@@ -46,7 +46,7 @@ from crane.models.hyperparameters import HyperParameters, hparam
 from crane.ops.contrastive import log_sum_exp_of_product
 from crane.ops.losses import emb_loss, logsigmoid_bpr_loss
 from crane.ops.propagation import SquareGraph, lightgcn_layer_mean
-from crane.ops.sparse import to_torch_sparse
+from crane.ops.sparse import graph_mm, to_torch_sparse
 
 TAU = 0.2  # Gumbel-softmax and HCL temperature, fixed in MMRec
 
@@ -126,16 +126,16 @@ class LGMRec(Recommender):
 
     def modality_graph_embedding(self, items: torch.Tensor) -> torch.Tensor:
         """MGE of every node (U+N, d) from the projected item features (N, d)."""
-        users = torch.sparse.mm(self.interactions, items) * self.inv_user_degree
+        users = graph_mm(self.interactions, items) * self.inv_user_degree
         nodes = torch.cat([users, items])
         for _ in range(self.config.n_mm_layers):
-            nodes = torch.sparse.mm(self.adjacency, nodes)
+            nodes = graph_mm(self.adjacency, nodes)
         return nodes
 
     def hypergraph(self, item_logits: torch.Tensor, cge_items: torch.Tensor
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(user memberships U x H, item memberships N x H, hyperedge states H x d)."""
-        user_logits = torch.sparse.mm(self.interactions, item_logits)
+        user_logits = graph_mm(self.interactions, item_logits)
         item_members = F.gumbel_softmax(item_logits, TAU, hard=False, dim=1)
         user_members = F.gumbel_softmax(user_logits, TAU, hard=False, dim=1)
         drop = 1.0 - self.config.keep_rate

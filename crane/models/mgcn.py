@@ -43,7 +43,7 @@ from crane.models.base import Recommender, TrainData
 from crane.models.hyperparameters import HyperParameters, hparam
 from crane.models.layers import fused_views_loss
 from crane.ops.propagation import SquareGraph, lightgcn_layer_mean
-from crane.ops.sparse import to_torch_sparse
+from crane.ops.sparse import graph_mm, to_torch_sparse
 
 INFONCE_TEMPERATURE = 0.2  # fixed in MMRec
 
@@ -111,8 +111,8 @@ class MGCN(Recommender):
             items = self.item_embedding.weight * self.feature_gates[modality](projected)
             graph = getattr(self, f"item_graph_{modality}")
             for _ in range(self.config.n_layers):
-                items = torch.sparse.mm(graph, items)
-            modal[modality] = torch.cat([torch.sparse.mm(self.user_item, items), items])
+                items = graph_mm(graph, items)
+            modal[modality] = torch.cat([graph_mm(self.user_item, items), items])
         return content, modal
 
     def fuse(self, content: torch.Tensor, modal: dict[str, torch.Tensor]) -> torch.Tensor:

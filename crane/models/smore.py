@@ -67,7 +67,7 @@ from crane.models.base import Recommender, TrainData
 from crane.models.hyperparameters import HyperParameters, hparam
 from crane.models.layers import fused_views_loss
 from crane.ops.propagation import SquareGraph, lightgcn_layer_mean
-from crane.ops.sparse import to_torch_sparse
+from crane.ops.sparse import graph_mm, to_torch_sparse
 from crane.ops.spectral import filtered_inverse, real_spectrum
 
 INFONCE_TEMPERATURE = 0.2  # written in MMRec's calculate_loss
@@ -180,8 +180,8 @@ class SMORE(Recommender):
             items = self.item_embedding.weight * self.view_gates[view](convolved)
             graph = getattr(self, f"item_graph_{view}")
             for _ in range(self.config.n_layers):
-                items = torch.sparse.mm(graph, items)
-            modal[view] = torch.cat([torch.sparse.mm(self.user_item, items), items])
+                items = graph_mm(graph, items)
+            modal[view] = torch.cat([graph_mm(self.user_item, items), items])
         return content, modal
 
     def fuse(self, content: torch.Tensor, modal: dict[str, torch.Tensor]) -> torch.Tensor:

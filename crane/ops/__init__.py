@@ -18,6 +18,8 @@ reference (`reference_*`) that computes the same thing, and an equivalence test 
 - pca:         features on their leading principal components (scikit-learn; CRANE's
   `input_dim`)
 - adam:        Adam through torch's fused kernel
+- precision:   the kernels above under bf16 autocast (in float32, as autocast keeps
+  reductions)
 - threads:     who uses the run's CPU threads (torch's, and hand-split sparse products)
 
 Nothing is imported here, so that a module's code inputs are exactly the kernels it uses.

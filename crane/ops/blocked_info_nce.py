@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from crane.ops.precision import apply_in_float32
+
 # Logits per block: 2^24 float32 values (64 MiB) whatever the table size.
 BLOCK_ELEMENTS = 1 << 24
 
@@ -36,7 +38,7 @@ def blocked_one_way_info_nce(anchor: torch.Tensor, positive: torch.Tensor, tempe
         raise ValueError(f"block_rows must be >= 1, got {block_rows}")
     scaled = F.normalize(anchor, dim=1) / temperature  # the temperature folded into one side
     unit = F.normalize(positive, dim=1)
-    return _BlockedInfoNCE.apply(scaled, unit, rows)
+    return apply_in_float32(_BlockedInfoNCE, scaled, unit, rows)
 
 
 class _BlockedInfoNCE(torch.autograd.Function):

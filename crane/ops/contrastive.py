@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from crane.ops.precision import apply_in_float32
 from crane.ops.scores import dot_scores
 
 # Cosine logits lie in [-1/tau, 1/tau]: exp(logit - 1/tau) >= exp(-2/tau) stays a normal
@@ -30,7 +31,7 @@ def symmetric_info_nce(a: torch.Tensor, b: torch.Tensor, tau: float) -> torch.Te
     """Mean of the a -> b and b -> a InfoNCE of paired rows; logits len(a) x len(a)."""
     a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
     if 2.0 / tau <= _MAX_SHIFTED_EXPONENT:
-        return _SharedExpInfoNCE.apply(a, b, tau)
+        return apply_in_float32(_SharedExpInfoNCE, a, b, tau)
     logits = a @ b.T / tau
     positive = logits.diagonal()
     a_to_b = (torch.logsumexp(logits, dim=1) - positive).mean()
@@ -50,7 +51,7 @@ def one_way_info_nce(anchor: torch.Tensor, positive: torch.Tensor,
 def log_sum_exp_of_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """log(sum_j exp(a_i . b_j)) per row i of a. No max shift: callers keep a_i . b_j
     bounded (LGMRec: cosines / 0.2, in [-5, 5])."""
-    return _LogSumExpOfProduct.apply(a, b)
+    return apply_in_float32(_LogSumExpOfProduct, a, b)
 
 
 # --------------------------------------------------------------------------- references

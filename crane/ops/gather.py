@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import torch
 
+from crane.ops.precision import apply_in_float32
+
 
 def gather_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """`table[index]` with a zeros + `index_add_` backward."""
-    return _GatherRows.apply(table, index)
+    return apply_in_float32(_GatherRows, table, index)
 
 
 def reference_gather_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

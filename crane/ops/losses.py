@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from crane.ops.precision import apply_in_float32
+
 
 def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
     """MMRec's BPR: -mean log(1e-10 + sigmoid(s_pos - s_neg))."""
@@ -36,12 +38,12 @@ def logsigmoid_bpr_loss(user_e: torch.Tensor, pos_e: torch.Tensor,
 def dot_bpr_loss(user_e: torch.Tensor, pos_e: torch.Tensor, neg_e: torch.Tensor
                  ) -> torch.Tensor:
     """`bpr_loss` of the dot-product scores (user_e * pos_e).sum(1), (user_e * neg_e).sum(1)."""
-    return _DotBPR.apply(user_e, pos_e, neg_e)
+    return apply_in_float32(_DotBPR, user_e, pos_e, neg_e)
 
 
 def emb_loss(*embeddings: torch.Tensor) -> torch.Tensor:
     """MMRec's EmbLoss: sum of the plain (unsquared) L2 norms of the tables, / batch size."""
-    return _EmbLoss.apply(*embeddings)
+    return apply_in_float32(_EmbLoss, *embeddings)
 
 
 def bpr_mf_loss(user_table: torch.Tensor, item_table: torch.Tensor, users: torch.Tensor,
@@ -49,7 +51,7 @@ def bpr_mf_loss(user_table: torch.Tensor, item_table: torch.Tensor, users: torch
     """(BPR, reg_weight * EmbLoss) of dot-product scores, items = [positives; negatives]: the
     same values and table gradients, bit for bit, as `gather_rows` + `dot_bpr_loss` +
     `reg_weight * emb_loss`, as one autograd node instead of seven."""
-    return _BPRMFLoss.apply(user_table, item_table, users, items, reg_weight)
+    return apply_in_float32(_BPRMFLoss, user_table, item_table, users, items, reg_weight)
 
 
 # --------------------------------------------------------------------------- references

@@ -25,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from crane.ops.precision import apply_in_float32
 from crane.ops.sparse import (constant_sparse_mm, constant_sparse_rows_mm, to_torch_sparse,
                               transposed_csr)
 from crane.ops.threads import run_pair
@@ -84,7 +85,7 @@ class BipartitePropagation:
         return np.asarray(to_users), np.asarray(to_items)
 
     def step(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return _BipartiteStep.apply(users, items, self)
+        return apply_in_float32(_BipartiteStep, users, items, self)
 
     def __call__(self, layer: tuple[torch.Tensor, torch.Tensor]
                  ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,7 +102,7 @@ class BipartitePropagation:
             return to_users[user_rows], to_items[item_rows]
         user_block = self.user_item[user_rows.numpy()]
         item_block = self.item_user[item_rows.numpy()]
-        return _RowsStep.apply(users, items, user_block, item_block)
+        return apply_in_float32(_RowsStep, users, items, user_block, item_block)
 
 
 class _BipartiteStep(torch.autograd.Function):
@@ -196,7 +197,7 @@ def lightgcn_layer_sum_at(graph: Graph, layer: Layer, n_layers: int, rows: Layer
     if n_layers == 0:
         return _gather(layer, rows)
     if fused_backward and isinstance(graph, BipartitePropagation) and graph.backend == "scipy":
-        return _BatchLayerSums.apply(*layer, graph, n_layers, *rows)
+        return apply_in_float32(_BatchLayerSums, *layer, graph, n_layers, *rows)
     total, last = _sum_and_last(graph, layer, n_layers - 1)
     return _add(_gather(total, rows), graph.rows_step(last, rows))
 

@@ -30,9 +30,10 @@ class RowBlock:
     values: torch.Tensor
 
     def propagate(self, column_values: torch.Tensor) -> torch.Tensor:
-        """(rows of the matrix) @ X, given X only at `columns`: (n_rows, d)."""
-        weighted = column_values[self.entry_col] * self.values.unsqueeze(1)
-        out = column_values.new_zeros((self.n_rows, column_values.shape[1]))
+        """(rows of the matrix) @ X, given X only at `columns`: (n_rows, d), in the matrix's
+        precision (float32) whatever X's (bf16 under autocast): sums of many terms."""
+        weighted = column_values[self.entry_col].to(self.values.dtype) * self.values.unsqueeze(1)
+        out = weighted.new_zeros((self.n_rows, column_values.shape[1]))
         return out.index_add(0, self.entry_row, weighted)
 
 

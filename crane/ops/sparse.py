@@ -9,6 +9,7 @@ matrix, the concatenated user-item adjacency of BM3, MGCN and LGMRec.
 - `csr_mm_with_value_grad(matrix, dense)`: a graph whose values carry gradient (LATTICE's
   learned graph), backward in O(nnz x d) time and memory.
 - `to_torch_sparse(matrix, device)`: a scipy matrix as a torch CSR tensor.
+- `graph_mm(graph, dense)`: torch.sparse.mm, in float32 under autocast.
 - `transposed_csr(block)`: block.T as CSR (scipy multiplies CSR faster than CSC; same bits).
 
 Every product computes each output row from that row's nonzeros in column order, so a row
@@ -25,11 +26,22 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from crane.ops.precision import apply_in_float32
 from crane.ops.threads import run_pair, sparse_product_threads
 
 # torch warns once per process that CSR support is "beta"; we rely only on its stable core
 # (construction and sparse @ dense), so the warning is noise in every log.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+
+def graph_mm(graph: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    """`torch.sparse.mm(graph, dense)` for a torch sparse graph; under autocast in float32
+    (torch has no bf16 CSR product on CPU, and a graph's row sums are reductions)."""
+    device_type = dense.device.type
+    if not torch.is_autocast_enabled(device_type):
+        return torch.sparse.mm(graph, dense)
+    with torch.autocast(device_type, enabled=False):
+        return torch.sparse.mm(graph, dense.float())
+
 
 def to_torch_sparse(matrix: sp.spmatrix, device: torch.device | str = "cpu") -> torch.Tensor:
     """scipy sparse -> torch sparse CSR (fast sparse-dense products on CPU and GPU)."""
@@ -109,7 +121,7 @@ class _ConstantCsrMM(torch.autograd.Function):
 def constant_sparse_mm(matrix: torch.Tensor, transpose: torch.Tensor,
                        dense: torch.Tensor) -> torch.Tensor:
     """`matrix @ dense` for a constant CSR `matrix` (gradient to `dense` only)."""
-    return _ConstantCsrMM.apply(dense, matrix, transpose)
+    return apply_in_float32(_ConstantCsrMM, dense, matrix, transpose)
 
 
 class _ConstantCsrRowsMM(torch.autograd.Function):
@@ -135,7 +147,7 @@ def constant_sparse_rows_mm(matrix: torch.Tensor, transpose: torch.Tensor, rows:
             or matrix.dtype != torch.float32):
         return constant_sparse_mm(matrix, transpose, dense)[rows]
     whole, _ = scipy_view(matrix)
-    return _ConstantCsrRowsMM.apply(dense, whole[rows.numpy()])
+    return apply_in_float32(_ConstantCsrRowsMM, dense, whole[rows.numpy()])
 
 
 # Entries per block of the value gradient <grad_out[row], dense[col]>: bounds its temporary
@@ -177,7 +189,7 @@ class _CsrValuesMM(torch.autograd.Function):
 
 def csr_mm_with_value_grad(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
     """matrix @ dense for a CSR tensor whose values() carry gradient (and dense's)."""
-    return _CsrValuesMM.apply(matrix.values(), dense, matrix.detach())
+    return apply_in_float32(_CsrValuesMM, matrix.values(), dense, matrix.detach())
 
 
 def sparse_transpose(matrix: torch.Tensor) -> torch.Tensor:

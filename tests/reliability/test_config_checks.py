@@ -16,6 +16,7 @@ import yaml
 from crane import files
 from crane.config import ConfigError, validate_config
 from crane.engine.run_folder import RunFolder
+from crane.engine.settings import TrainingConfig
 from crane.study import StudyPlan
 from crane.tuning import hp_hash
 
@@ -195,3 +196,14 @@ def test_table_source_features_need_the_item_table_columns(demo_config):
         validate_config(copy.deepcopy(demo_config))
     demo_config["datasets"]["demo"]["features"] = {"text": "minilm"}
     validate_config(demo_config)
+
+
+def test_unknown_precision_names_the_key(demo_config):
+    demo_config.setdefault("training", {})["precision"] = "fp16"
+    with pytest.raises(ConfigError, match=r"training\.precision: 'fp16' is not one of "
+                                          r"\['fp32', 'bf16'\]"):
+        validate_config(demo_config)
+    # the trainer's own check, for a config that reaches it another way (crane train --set)
+    with pytest.raises(ValueError, match=r"training\.precision must be one of fp32, bf16, "
+                                         r"got 'fp16'"):
+        TrainingConfig(precision="fp16")
