@@ -14,11 +14,13 @@ tests/engine/test_engine_train.py and tests/engine/test_engine_hooks.py.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from typing import Any, Callable
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from crane.engine.evaluate import FullRankingEvaluator
 from crane.engine.hooks import Hooks
@@ -51,6 +53,7 @@ class TrainingLoop:
         self.train_seconds = 0.0
         self.eval_seconds = 0.0
         self.epochs_run = 0
+        self.flops_per_step: int | None = None  # dense FLOPs of one step (forward + backward)
         self.stop_reason = "fit_once" if not model.trainable else "max_epochs"
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -144,19 +147,31 @@ class TrainingLoop:
         mirror = self.training.mirror_gradient
         for batch in self.hooks.train_batches(epoch, sampler.epoch()):
             self.optimizer.zero_grad(set_to_none=True)
-            with self._precision():
-                terms = self.model.loss(batch.users, batch.pos_items, batch.neg_items)
-                total = sum(terms.values())
-            if mirror and n_batches % self.training.mirror_beta == 0:
-                self._mirror_step(batch, total)
-            else:
-                total.backward()
+            # The run's first step is counted: an observer, the step computes the same bits.
+            with self._flop_counter() as counter:
+                with self._precision():
+                    terms = self.model.loss(batch.users, batch.pos_items, batch.neg_items)
+                    total = sum(terms.values())
+                if mirror and n_batches % self.training.mirror_beta == 0:
+                    self._mirror_step(batch, total)
+                else:
+                    total.backward()
+            if counter is not None:
+                self.flops_per_step = counter.get_total_flops()
             self.optimizer.step()
             for name, value in terms.items():
                 value = value.detach()
                 sums[name] = sums[name] + value if name in sums else value
             n_batches += 1
         return n_batches
+
+    def _flop_counter(self) -> contextlib.AbstractContextManager:
+        """torch's FLOP counter around the run's first step (forward and backward), nothing
+        around the others. It counts dense products only: sparse graph products, scipy's
+        and elementwise work are not in it."""
+        if self.flops_per_step is not None:
+            return contextlib.nullcontext()
+        return FlopCounterMode(display=False)
 
     def _precision(self) -> torch.autocast:
         """The forward pass of a training step: bf16 autocast, or nothing changed."""

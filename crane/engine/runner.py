@@ -55,6 +55,7 @@ class RunResult:
     eval_seconds: float = 0.0
     topk: pd.DataFrame | None = None
     stop_reason: str = ""   # early_stopping | max_epochs | non_finite_loss | fit_once
+    flops_per_step: int | None = None  # dense FLOPs of one training step (torch's counter)
 
 
 def resolve_training(model_name: str, hparams: dict[str, Any], training: TrainingConfig,
@@ -108,7 +109,7 @@ def fit_and_evaluate(data: TrainData, interactions: Interactions, model_name: st
         history=loop.history, user_metrics=test.user_metrics,
         seconds_per_epoch=loop.seconds_per_epoch(), model=model, epochs_run=loop.epochs_run,
         train_seconds=loop.train_seconds, eval_seconds=loop.eval_seconds + test_seconds,
-        topk=topk, stop_reason=loop.stop_reason)
+        topk=topk, stop_reason=loop.stop_reason, flops_per_step=loop.flops_per_step)
     log(f"{model_name} seed {seed}: best epoch {result.best_epoch}, "
         f"valid {training.valid_metric} {result.valid.get(training.valid_metric, math.nan):.4f}, "
         f"test recall@20 {result.test['recall@20']:.4f} ndcg@20 {result.test['ndcg@20']:.4f}")
@@ -151,6 +152,8 @@ def metrics_record(result: RunResult, model_name: str, hparams: dict[str, Any], 
         "seconds_per_epoch": result.seconds_per_epoch,
         "train_seconds": result.train_seconds, "eval_seconds": result.eval_seconds,
         "peak_memory_mb": peak_memory_mb(device),
+        **({"flops_per_step": result.flops_per_step}
+           if result.flops_per_step is not None else {}),
         **({"model_info": info} if info else {}),
     }
 

@@ -24,7 +24,7 @@ from crane.report.naming import order_variants, with_mirror_gradient
 # Scalar fields of metrics.json carried into the `runs` frame (absent ones become NaN).
 RUN_SCALARS: tuple[str, ...] = (
     "best_epoch", "epochs_run", "seconds_per_epoch", "train_seconds", "eval_seconds",
-    "peak_memory_mb",
+    "peak_memory_mb", "flops_per_step",
 )
 SPLITS: tuple[str, ...] = ("valid", "test")
 

@@ -16,6 +16,7 @@ from crane.report.tables import DASH, Cell, Row, Section, Table, format_number
 # (column in the data, header, decimals)
 FIELDS: tuple[tuple[str, str, int], ...] = (
     ("seconds_per_epoch", "s / epoch", 2),
+    ("gflops_per_step", "Dense GFLOP / step", 3),
     ("best_epoch", "Best epoch", 1),
     ("seconds_to_best", "s to best epoch", 1),
     ("epochs_run", "Epochs run", 1),
@@ -34,6 +35,7 @@ def efficiency_table(results_dir: Path, runs: RunCollection, datasets: Sequence[
              zip(per_run["dataset"], per_run["model"], per_run["seed"])]
     per_run["benchmark_s"] = [b["s"] for b in bench]
     per_run["benchmark_max_rss"] = [b["max_rss"] for b in bench]
+    per_run["gflops_per_step"] = per_run["flops_per_step"] / 1e9
     per_run["seconds_to_best"] = [seconds_to_best(Path(r), b) for r, b in
                                   zip(per_run["run_dir"], per_run["best_epoch"])]
     names = [name for name, _, _ in FIELDS]
@@ -61,7 +63,9 @@ def efficiency_table(results_dir: Path, runs: RunCollection, datasets: Sequence[
         notes=[f"Means over the seeds found ({', '.join(map(str, seeds))} requested). Best epoch: "
                "epoch of the best validation score (epochs to converge); s to best epoch: "
                "training and validation seconds up to it (time to converge, from the run's "
-               "history); train time: whole "
+               "history); dense GFLOP / step: the matrix products of one training step "
+               "(forward and backward) as torch's FLOP counter sees them, sparse graph products "
+               "and elementwise work not included (so 0 for BPR-MF and LightGCN); train time: whole "
                "training run; peak memory as the trainer recorded it; job wall time and max RSS "
                "from Snakemake's benchmark of the training job (– when not benchmarked)."])
     return table, pd.DataFrame(records, columns=COLUMNS)

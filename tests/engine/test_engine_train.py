@@ -1,4 +1,7 @@
-"""The engine: early stopping, test-once on the best state, determinism, resume, learning."""
+"""The engine: early stopping, test-once on the best state, determinism, resume, learning,
+the FLOP count of a step."""
+
+import contextlib
 
 import numpy as np
 import pandas as pd
@@ -6,10 +9,12 @@ import pytest
 import torch
 from torch import nn
 
+from crane import files
 from crane.data.processed import TEST, VALID
 from crane.models import register
 from crane.models.base import Recommender
 from crane.engine.hooks import Hooks
+from crane.engine.loop import TrainingLoop
 from crane.engine.runner import fit_and_evaluate
 from crane.engine.settings import TrainingConfig
 from crane.engine.stopping import EarlyStopping
@@ -209,3 +214,24 @@ def test_non_trainable_model_fits_once(clustered, train_data_of):
     assert result.best_epoch == 0 and result.epochs_run == 0 and len(result.history) == 1
     counts = np.bincount(clustered.part(0)[1], minlength=clustered.n_items)
     assert np.array_equal(result.model.popularity.numpy(), counts)
+
+
+def test_the_first_step_is_counted_and_counting_changes_no_bit(tmp_path, clustered,
+                                                               train_data_of, monkeypatch):
+    config = TrainingConfig(epochs=3, batch_size=256, learning_rate=0.01)
+
+    def run(model, run_dir=None):
+        return fit_and_evaluate(train_data_of(clustered), clustered, model, defaults(model),
+                                seed=3, training=config, run_dir=run_dir, **QUIET)
+
+    counted = run("xsimgcl", tmp_path / "run")
+    assert counted.flops_per_step > 0           # its InfoNCE is a dense product
+    assert files.read_json(tmp_path / "run" / "metrics.json")["flops_per_step"] == \
+        counted.flops_per_step
+    assert run("lightgcn").flops_per_step == 0  # sparse products only: not counted
+    monkeypatch.setattr(TrainingLoop, "_flop_counter", lambda self: contextlib.nullcontext())
+    plain = run("xsimgcl")
+    assert plain.flops_per_step is None
+    assert plain.test == counted.test
+    assert ([{k: v for k, v in row.items() if "seconds" not in k} for row in plain.history]
+            == [{k: v for k, v in row.items() if "seconds" not in k} for row in counted.history])

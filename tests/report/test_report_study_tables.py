@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from _report_study import METRICS, make_study, write_run
+from crane import files
 from crane.report.ablation import ablation_table
 from crane.report.collect import collect_ablation_runs, collect_final_runs
 from crane.report.datasets_table import dataset_statistics
@@ -114,6 +115,9 @@ def test_efficiency_uses_metrics_and_benchmarks(results):
     header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
     (bench / "train_crane_seed1.tsv").write_text(header + "100.0\t0:01:40\t2048.5\t3000\t1\t1\t0\t0\t90\t95\n")
     (bench / "train_crane_seed2.tsv").write_text(header + "120.0\t0:02:00\t1024.5\t3000\t1\t1\t0\t0\t90\t95\n")
+    for seed, flops in zip(SEEDS, (2.5e9, 3.0e9, 3.5e9)):  # the trainer's count of one step
+        path = results / "baby" / "runs" / "final" / "crane" / f"seed{seed}" / "metrics.json"
+        files.write_json(path, {**files.read_json(path), "flops_per_step": flops})
     runs = collect_final_runs(results, ["baby"], ["bpr", "crane"], SEEDS)
     table, data = efficiency_table(results, runs, ["baby"], ["bpr", "crane"], SEEDS)
     crane = data.query("model == 'crane'").iloc[0]
@@ -122,8 +126,9 @@ def test_efficiency_uses_metrics_and_benchmarks(results):
     assert crane["seconds_per_epoch"] == pytest.approx(1.5) and crane["best_epoch"] == 10
     rows = {r.label: [c.text for c in r.cells] for r in table.sections[0].rows}
     # make_study's histories: 5 epochs of 1 s each, all before the best epoch (10)
-    assert rows["CRANE"] == ["1.50", "10.0", "5.0", "30.0", "45.0", "512", "110.0", "1536"]
-    assert rows["BPR"][-2:] == ["–", "–"]
+    assert rows["CRANE"] == ["1.50", "3.000", "10.0", "5.0", "30.0", "45.0", "512", "110.0",
+                             "1536"]
+    assert rows["BPR"][1] == "–" and rows["BPR"][-2:] == ["–", "–"]  # no count, no benchmark
 
 
 def test_seconds_to_best_sum_training_and_validation_up_to_the_best_epoch(tmp_path):
