@@ -64,6 +64,7 @@ import yaml  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from crane import files  # noqa: E402
+from crane.features.checks import check_not_degenerate  # noqa: E402
 from crane.features.store import check_feature_matrix  # noqa: E402
 from crane.models import available as available_models, get as get_model  # noqa: E402
 from crane.data.processed import TRAIN, Interactions  # noqa: E402
@@ -157,7 +158,8 @@ def summarise(values: list[float]) -> tuple[float, float, float]:
 
 def read_features(folder: Path, model: str, n_items: int) -> dict[str, np.ndarray]:
     """The MMRec feature files a content model reads: those present in `folder`, each checked
-    (shape, finite values, not constant); a model that needs one that is absent is an error."""
+    (shape, finite values, not degenerate: crane.features.checks); a model that needs one that
+    is absent is an error."""
     model_cls = get_model(model)
     if not model_cls.uses_content:
         return {}
@@ -169,9 +171,7 @@ def read_features(folder: Path, model: str, n_items: int) -> dict[str, np.ndarra
             if matrix.shape[0] != n_items:
                 raise ValueError(f"{path}: {matrix.shape[0]} rows, the .inter file has "
                                  f"{n_items} items")
-            if np.ptp(matrix, axis=0).max() == 0:
-                raise ValueError(f"{path}: every row is the same: constant features carry "
-                                 f"nothing to learn from")
+            check_not_degenerate(matrix, np.ones(n_items, dtype=bool), str(path))
             features[modality] = matrix
     needed = model_cls.required_modalities or ()
     lacking = [FEATURE_FILES[m] for m in needed if m not in features]
