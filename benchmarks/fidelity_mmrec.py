@@ -71,6 +71,7 @@ from crane.data.processed import TRAIN, Interactions  # noqa: E402
 from crane.engine.runner import fit_and_evaluate  # noqa: E402
 from crane.engine.settings import TrainingConfig  # noqa: E402
 from crane.models.base import TrainData  # noqa: E402
+from crane.report.naming import model_label  # noqa: E402
 from crane.tuning import default_hparams, grid_points, hp_hash, load_model_config, select_best  # noqa: E402
 
 DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "shared/data/amazon2014-baby/mmrec-split"
@@ -430,7 +431,7 @@ def markdown_table(out: Path, reference: dict, models_: list[str], seeds: list[i
             ours = " ".join(f"{v:.4f}" for v in row["values"])
             theirs = " ".join(f"{v:.4f}" for v in row["mmrec_values"])
             lines.append(
-                f"| {model} | {point} | {metric} | {ours} | {row['mean']:.4f} | {theirs} | "
+                f"| {model_label(model)} | {point} | {metric} | {ours} | {row['mean']:.4f} | {theirs} | "
                 f"{row['mmrec']:.4f} | {row['gap_percent']:+.1f} % | {row['tolerance']:.4f} | "
                 f"{'agrees' if row['within'] else 'DIFFERS'} |")
     return "\n".join(lines)

@@ -187,7 +187,7 @@ def test_content_model_reads_the_mmrec_feature_files(tmp_path, capsys):
     assert table[0].startswith("| model | point | metric | ours, per seed |")
     assert len(table) == 4                                  # header, rule, two metrics
     recall = entry["metrics"]["recall@20"]
-    assert table[2].startswith(f"| vbpr | reg_weight 0.001 | recall@20 | "
+    assert table[2].startswith(f"| VBPR | reg_weight 0.001 | recall@20 | "
                                f"{recall['values'][0]:.4f} {recall['values'][1]:.4f} | "
                                f"{recall['mean']:.4f} | 0.3000 0.3200 | 0.3100 |")
     # a model whose seeds are not all trained has no row
