@@ -84,13 +84,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crane.graphs.item_co_interaction import item_co_interaction_graph
+from crane.graphs.item_co_interaction import (item_co_interaction_graph, row_count_normalised,
+                                              self_looped_co_interaction_graph)
 from crane.graphs.user_item import symmetric_bipartite_adjacency
 from crane.models import register
 from crane.models.base import Recommender, TrainData
@@ -140,7 +140,7 @@ class DAMRS(Recommender):
                                                 self.n_users, self.device)
         features = {m: data.feature_tensor(m) for m in modalities}
         graphs = masked_knn_graphs(features, self.config.masked_knn_k)
-        graphs["session"] = behaviour_graph(
+        graphs["session"] = self_looped_co_interaction_graph(
             item_co_interaction_graph(train, self.config.co_interaction_k))
         self.views = {name: SquareGraph(to_torch_sparse(graphs[name], self.device),
                                         to_torch_sparse(graphs[name].T, self.device))
@@ -316,24 +316,3 @@ def masked_knn_graphs(features: dict[str, torch.Tensor], knn_k: int,
                 cols[m].append(top[in_row].cpu())
         return {m: row_count_normalised(torch.cat(rows[m]).numpy(), torch.cat(cols[m]).numpy(),
                                         n_items) for m in unit}
-
-
-def behaviour_graph(co_interaction: sp.csr_matrix) -> sp.csr_matrix:
-    """The reference's get_session_adj: every item's self loop and its behaviour neighbours,
-    binary, normalised by row counts."""
-    n_items = co_interaction.shape[0]
-    coo = sp.coo_matrix(co_interaction)
-    rows = np.concatenate([np.arange(n_items), coo.row])
-    cols = np.concatenate([np.arange(n_items), coo.col])
-    return row_count_normalised(rows, cols, n_items)
-
-
-def row_count_normalised(rows: np.ndarray, cols: np.ndarray, n_items: int) -> sp.csr_matrix:
-    """The reference's compute_normalized_laplacian of a binary pattern: entry (i, j) =
-    (r_i + 1e-7)^-1/2 (r_j + 1e-7)^-1/2, r the row's entry count (in float32, as torch)."""
-    counts = torch.from_numpy(np.bincount(rows, minlength=n_items)).to(torch.float32)
-    inv_sqrt = torch.pow(1e-7 + counts, -0.5).numpy()
-    values = inv_sqrt[rows] * inv_sqrt[cols]
-    graph = sp.csr_matrix((values.astype(np.float32), (rows, cols)), shape=(n_items, n_items))
-    graph.sort_indices()
-    return graph
