@@ -26,7 +26,7 @@ MODEL_GROUPS: dict[str, tuple[str, ...]] = {
     GENERAL: ("mostpop", "bpr", "lightgcn", "selfcf", "layergcn", "xsimgcl"),
     MULTIMODAL: ("itemknn_cbf", "vbpr", "mmgcn", "grcn", "mvgae", "dualgnn", "lattice", "slmrec",
                  "freedom", "bm3", "dragon", "mgcn", "lgmrec", "smore", "pgl", "mmgcf", "damrs",
-                 "mentor", "cohesion"),
+                 "mentor", "cohesion", "msca"),
     # the project's own models: CRANE and its presets
     OURS: ("crane", "crane_scalable"),
 }
@@ -59,6 +59,7 @@ MODEL_LABELS = {
     "damrs": "DA-MRS",
     "mentor": "MENTOR",
     "cohesion": "COHESION",
+    "msca": "MSCA",
     "crane": "CRANE",
     "crane_scalable": "CRANE (scalable)",
 }
