@@ -89,18 +89,19 @@ class TrainingEdges:
 
     def to_users(self, weight: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Row u: sum over u's edges e of weight[e] * items[i_e]."""
-        matrix = torch.sparse_csr_tensor(self.user_crow, self.item, weight,
+        matrix = torch.sparse_csr_tensor(self.user_crow, self.item, weight.detach(),
                                          size=(self.n_users, self.n_items),
                                          check_invariants=False)
-        return csr_mm_with_value_grad(matrix, items)
+        return csr_mm_with_value_grad(matrix, items, values=weight)
 
     def to_items(self, weight: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
         """Row i: sum over i's edges e of weight[e] * users[u_e]."""
         order = self.to_item_order
-        matrix = torch.sparse_csr_tensor(self.item_crow, self.user[order], weight[order],
+        values = weight[order]
+        matrix = torch.sparse_csr_tensor(self.item_crow, self.user[order], values.detach(),
                                          size=(self.n_items, self.n_users),
                                          check_invariants=False)
-        return csr_mm_with_value_grad(matrix, users)
+        return csr_mm_with_value_grad(matrix, users, values=values)
 
 
 class ModalityAttention(nn.Module):

@@ -6,8 +6,9 @@ matrix, the concatenated user-item adjacency of BM3, MGCN and LGMRec.
 - `constant_sparse_mm(matrix, transpose, dense)`: a graph fixed for many batches; the backward
   multiplies by the given transpose (torch's own CSR backward re-sorts indices every call).
 - `constant_sparse_rows_mm(matrix, transpose, rows, dense)`: the same at some rows only.
-- `csr_mm_with_value_grad(matrix, dense)`: a graph whose values carry gradient (LATTICE's
-  learned graph), backward in O(nnz x d) time and memory.
+- `csr_mm_with_value_grad(matrix, dense, values)`: a graph whose values carry gradient
+  (LATTICE's learned graph, GRCN's attention weights), backward in O(nnz x d) time and
+  memory.
 - `to_torch_sparse(matrix, device)`: a scipy matrix as a torch CSR tensor.
 - `graph_mm(graph, dense)`: torch.sparse.mm, in float32 under autocast.
 - `transposed_csr(block)`: block.T as CSR (scipy multiplies CSR faster than CSC; same bits).
@@ -187,9 +188,18 @@ class _CsrValuesMM(torch.autograd.Function):
         return grad_values, grad_dense, None
 
 
-def csr_mm_with_value_grad(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-    """matrix @ dense for a CSR tensor whose values() carry gradient (and dense's)."""
-    return apply_in_float32(_CsrValuesMM, matrix.values(), dense, matrix.detach())
+def csr_mm_with_value_grad(matrix: torch.Tensor, dense: torch.Tensor,
+                           values: torch.Tensor | None = None) -> torch.Tensor:
+    """matrix @ dense for a CSR tensor whose values carry gradient (and dense's).
+
+    `values`: the matrix's values in CSR order, with their gradient, for a matrix built from
+    detached values. Pass them whenever the values would otherwise reach the matrix through
+    `torch.sparse_csr_tensor`: that constructor's backward makes a dense rows x columns
+    gradient (GRCN's users x items at every step). A matrix made by `coalesce()` and
+    `to_sparse_csr()` (LATTICE's) keeps a sparse gradient and may carry its own values.
+    """
+    values = matrix.values() if values is None else values
+    return apply_in_float32(_CsrValuesMM, values, dense, matrix.detach())
 
 
 def sparse_transpose(matrix: torch.Tensor) -> torch.Tensor:

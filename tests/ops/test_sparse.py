@@ -86,6 +86,23 @@ def test_value_gradients_equal_the_dense_reference(monkeypatch):
     torch.testing.assert_close(h.grad, ref_h.grad, rtol=1e-5, atol=1e-6)
 
 
+def test_values_given_apart_keep_the_gradient_sparse():
+    """GRCN's use: a users x items matrix built from detached values, the values passed
+    with their gradient. A dense gradient of this shape would need 4 TB."""
+    n, nnz = 10**6, 40
+    generator = torch.Generator().manual_seed(5)
+    rows = torch.sort(torch.randint(0, n, (nnz,), generator=generator)).values
+    cols = torch.randint(0, n, (nnz,), generator=generator)
+    crow = torch.zeros(n + 1, dtype=torch.int64)
+    crow[1:] = torch.cumsum(torch.bincount(rows, minlength=n), 0)
+    values = torch.rand(nnz, generator=generator, requires_grad=True)
+    matrix = torch.sparse_csr_tensor(crow, cols, values.detach(), (n, n), check_invariants=True)
+    dense = torch.randn(n, 3, generator=generator)
+    weights = torch.randn(n, 3, generator=generator)
+    (csr_mm_with_value_grad(matrix, dense, values=values) * weights).sum().backward()
+    torch.testing.assert_close(values.grad, (weights[rows] * dense[cols]).sum(dim=1))
+
+
 def test_sparse_transpose_is_the_transpose():
     matrix = random_csr(30, 20, 0.2, seed=6)
     transpose = sparse_transpose(matrix)
