@@ -15,17 +15,10 @@ from torch import nn
 from crane import models
 from crane.models.base import MODALITIES, Recommender
 from crane.synthetic import random_train_data
-from tests.models._threads import one_torch_thread
 from tests.models.checks import model_defaults
 
 MODELS_DIR = Path(models.__file__).parent
 MODELS = models.shipped()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    with one_torch_thread():
-        yield
 
 
 class Counting(Recommender):

@@ -12,14 +12,7 @@ from crane.models import get
 from crane.ops.gather import gather_rows
 from crane.ops.losses import dot_bpr_loss, emb_loss
 from crane.synthetic import random_train_data, styled_and_grouped
-from tests.models._threads import one_torch_thread
 from tests.models.checks import assert_scores_agree_across_chunks, model_defaults
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    with one_torch_thread():
-        yield
 
 
 def build(data, **overrides):

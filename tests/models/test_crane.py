@@ -25,12 +25,6 @@ DEFAULTS = model_defaults("crane")
 SMALL = {"knn_k": 3}  # graphs of the small test datasets
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    with one_torch_thread():
-        yield
-
-
 @pytest.fixture(scope="module")
 def small():
     return styled_and_grouped(n_users=60, n_items=80, n_train=6, n_valid=1, n_test=1, seed=3)

@@ -17,18 +17,11 @@ from crane.engine.runner import fit_and_evaluate
 from crane.engine.settings import TrainingConfig
 from crane.models.crane import Crane
 from crane.synthetic import styled_and_grouped
-from tests.models._threads import one_torch_thread
 from tests.models.checks import model_defaults
 
 DEFAULTS = {**model_defaults("crane"), "knn_k": 3}
 # RCA dropout off: the cache is computed in eval mode, a step in training mode.
 EXACT_STEP = {"rca_dropout": 0.0}
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    with one_torch_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -17,19 +17,12 @@ import torch.nn.functional as F
 from crane.models import get
 from crane.models.damrs import masked_knn_graphs
 from crane.synthetic import only_modalities, random_train_data, styled_random_cold
-from tests.models._threads import one_torch_thread
 from tests.models.checks import (a_batch, assert_learns_from_features_and_reproduces,
                                  assert_same_loss_and_gradients, assert_scores_agree_across_chunks,
                                  parameters_without_gradient)
 
 HP = {"embedding_size": 16, "masked_knn_k": 9, "n_mm_layers": 2, "n_ui_layers": 2,
       "co_interaction_k": 3, "kl_weight": 0.7, "neighbor_weight": 0.5}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with one_torch_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

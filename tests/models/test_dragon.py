@@ -13,19 +13,12 @@ import torch.nn.functional as F
 from crane.graphs.user_user import softmax_neighbour_lists
 from crane.models import get
 from crane.synthetic import only_modalities, random_train_data, styled_random_cold
-from tests.models._threads import one_torch_thread
 from tests.models.checks import (a_batch, assert_learns_from_features_and_reproduces,
                                  assert_same_loss_and_gradients, assert_scores_agree_across_chunks,
                                  parameters_without_gradient)
 
 HP = {"embedding_size": 16, "knn_k": 4, "mm_image_weight": 0.3, "n_mm_layers": 2,
       "user_knn_k": 6, "reg_weight": 0.1}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with one_torch_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

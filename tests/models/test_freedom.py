@@ -8,7 +8,6 @@ import torch.nn.functional as F
 
 from crane.models import get
 from crane.synthetic import only_modalities, shuffled_features, styled_alternate_cold
-from tests.models._threads import one_torch_thread
 from tests.models.checks import (a_batch, assert_scores_agree_across_chunks, mean_epoch_losses,
                                  parameters_without_gradient, random_recall_at_20,
                                  train_and_test)
@@ -16,12 +15,6 @@ from tests.models.checks import (a_batch, assert_scores_agree_across_chunks, mea
 HP = {"embedding_size": 16, "feat_embed_dim": 16, "knn_k": 5, "mm_image_weight": 0.1,
       "n_mm_layers": 1, "n_ui_layers": 2, "dropout": 0.8, "reg_weight": 1e-3,
       "train_features": True}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with one_torch_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -10,18 +10,11 @@ import torch.nn.functional as F
 
 from crane.models import get
 from crane.synthetic import only_modalities, random_train_data, styled_random_cold
-from tests.models._threads import one_torch_thread
 from tests.models.checks import (a_batch, assert_learns_from_features_and_reproduces,
                                  assert_same_loss_and_gradients, assert_scores_agree_across_chunks,
                                  parameters_without_gradient)
 
 HP = {"embedding_size": 16, "latent_embedding": 8, "reg_weight": 0.1}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with one_torch_thread():
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +187,6 @@ def test_bad_input_is_named(data):
 @pytest.fixture(scope="module")
 def styled():
     return styled_random_cold(seed=3, cold_in_train=False)
-
 
 
 def test_learns_from_the_features_and_reproduces(styled):

@@ -13,15 +13,8 @@ from crane.graphs.plan import MEAN_COSINE, KnnGraph
 from crane.models import get
 from crane.models.itemknn_cbf import drop_self
 from crane.synthetic import only_modalities, shuffled_features, styled_alternate_cold
-from tests.models._threads import one_torch_thread
 from tests.models.checks import (assert_scores_agree_across_chunks, random_recall_at_20,
                                  train_and_test)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with one_torch_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

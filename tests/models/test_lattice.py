@@ -11,7 +11,6 @@ import torch.nn.functional as F
 import crane.models.lattice as lattice_module
 from crane.models import get
 from crane.synthetic import only_modalities, shuffled_features, styled_alternate_cold
-from tests.models._threads import one_torch_thread
 from tests.models.checks import (a_batch, assert_scores_agree_across_chunks, mean_epoch_losses,
                                  parameters_without_gradient, random_recall_at_20,
                                  train_and_test)
@@ -19,12 +18,6 @@ from tests.models.checks import (a_batch, assert_scores_agree_across_chunks, mea
 HP = {"embedding_size": 16, "feat_embed_dim": 16, "knn_k": 5, "lambda_coeff": 0.9,
       "n_layers": 1, "n_ui_layers": 2, "reg_weight": 1e-3, "train_features": True}
 GRAPH_PARTS = ("projections", "modal_weight", "trainable_features")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with one_torch_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,7 @@ from crane.models import get
 from crane.ops.losses import dot_bpr_loss, emb_loss
 from crane.ops.propagation import lightgcn_layer_mean
 from crane.synthetic import random_train_data, styled_and_grouped
-from tests.models._threads import one_torch_thread
 from tests.models.checks import assert_scores_agree_across_chunks, model_defaults
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    with one_torch_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

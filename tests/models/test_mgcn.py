@@ -15,19 +15,12 @@ from crane.engine.runner import fit_and_evaluate
 from crane.engine.settings import TrainingConfig
 from crane.tuning import load_model_config
 from crane.synthetic import random_train_data, shuffled_features, styled_random_cold
-from tests.models._threads import one_torch_thread
 from tests.models.checks import (assert_same_loss_and_gradients,
                                  assert_scores_agree_across_chunks, mean_epoch_losses,
                                  parameters_without_gradient)
 
 CONFIG = load_model_config("mgcn")
 DEFAULTS, TRAINER = CONFIG["defaults"], CONFIG["training"]["defaults"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    with one_torch_thread():
-        yield
 
 
 def build(data, seed=0, **overrides):

@@ -13,7 +13,6 @@ from crane.models import get
 from crane.synthetic import (only_modalities, random_train_data, shuffled_features,
                              styled_alternate_cold)
 from crane.tuning import load_model_config
-from tests.models._threads import one_torch_thread
 from tests.models.checks import (a_batch, assert_same_loss_and_gradients,
                                  assert_scores_agree_across_chunks, mean_epoch_losses,
                                  random_recall_at_20,
@@ -23,12 +22,6 @@ CONFIG = load_model_config("mmgcf")
 HP = {**CONFIG["defaults"], "embedding_size": 16, "feat_embed_dim": 16}
 FUSIONS = ("mean", "sum", "concat")
 WEIGHTINGS = ("equal", "alpha", "normalized")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with one_torch_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -14,19 +14,12 @@ import torch.nn.functional as F
 from crane.models import get
 from crane.synthetic import only_modalities, random_train_data, styled_random_cold
 from crane.tuning import load_model_config
-from tests.models._threads import one_torch_thread
 from tests.models.checks import (a_batch, assert_learns_from_features_and_reproduces,
                                  assert_same_loss_and_gradients, assert_scores_agree_across_chunks,
                                  parameters_without_gradient)
 
 HP = {"embedding_size": 16, "n_layers": 3, "knn_k": 4, "fusion_coeff": 0.4, "tau": 0.2,
       "cl_weight": 0.5, "reg_weight": 1e-3}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with one_torch_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from crane.models.pgl import global_principal_subgraph
 from crane.synthetic import (only_modalities, random_train_data, shuffled_features,
                              styled_alternate_cold)
 from crane.tuning import load_model_config
-from tests.models._threads import one_torch_thread
 from tests.models.checks import (a_batch, assert_same_loss_and_gradients,
                                  assert_scores_agree_across_chunks, mean_epoch_losses,
                                  parameters_without_gradient, random_recall_at_20,
@@ -23,12 +22,6 @@ from tests.models.checks import (a_batch, assert_same_loss_and_gradients,
 
 CONFIG = load_model_config("pgl")
 HP = {**CONFIG["defaults"], "embedding_size": 16, "feat_embed_dim": 16, "knn_k": 5}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with one_torch_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

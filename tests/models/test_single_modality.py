@@ -16,15 +16,8 @@ from crane.engine.runner import fit_and_evaluate
 from crane.modalities import MODALITIES
 from crane.synthetic import only_modalities, styled_random_cold
 from crane.tuning import load_model_config
-from tests.models._threads import one_torch_thread
 
 CONTENT_MODELS = sorted(name for name in models.available() if models.get(name).uses_content)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    with one_torch_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

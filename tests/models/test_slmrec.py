@@ -13,18 +13,11 @@ import torch.nn.functional as F
 from crane.models import get
 from crane.ops.contrastive import one_way_info_nce
 from crane.synthetic import only_modalities, random_train_data, styled_random_cold
-from tests.models._threads import one_torch_thread
 from tests.models.checks import (a_batch, assert_learns_from_features_and_reproduces,
                                  assert_same_loss_and_gradients, assert_scores_agree_across_chunks,
                                  parameters_without_gradient)
 
 HP = {"embedding_size": 16, "n_layers": 3, "temp": 0.2, "ssl_temp": 0.5, "ssl_alpha": 0.3}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with one_torch_thread():
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +165,6 @@ def test_bad_input_is_named(data):
 @pytest.fixture(scope="module")
 def styled():
     return styled_random_cold(seed=3, cold_in_train=False)
-
 
 
 def test_learns_from_the_features_and_reproduces(styled):

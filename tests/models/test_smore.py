@@ -15,7 +15,6 @@ from crane.models import get
 from crane.models.smore import max_pooled_graph
 from crane.synthetic import random_train_data, shuffled_features, styled_random_cold
 from crane.tuning import load_model_config
-from tests.models._threads import one_torch_thread
 from tests.models.checks import (a_batch, assert_same_loss_and_gradients, assert_same_run,
                                  assert_scores_agree_across_chunks, mean_epoch_losses,
                                  parameters_without_gradient, train_and_test)
@@ -23,12 +22,6 @@ from tests.models.checks import (a_batch, assert_same_loss_and_gradients, assert
 CONFIG = load_model_config("smore")
 DEFAULTS, TRAINER = CONFIG["defaults"], CONFIG["training"]["defaults"]
 SMALL = {**DEFAULTS, "embedding_size": 16, "image_knn_k": 4, "text_knn_k": 5}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    with one_torch_thread():
-        yield
 
 
 def build(data, seed=0, **overrides):

@@ -10,18 +10,11 @@ import torch
 from crane.models import get
 from crane.ops.losses import bpr_loss, emb_loss
 from crane.synthetic import only_modalities, shuffled_features, styled_alternate_cold
-from tests.models._threads import one_torch_thread
 from tests.models.checks import (a_batch, assert_scores_agree_across_chunks, mean_epoch_losses,
                                  parameters_without_gradient, random_recall_at_20,
                                  train_and_test)
 
 HP = {"embedding_size": 16, "reg_weight": 1e-3}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with one_torch_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

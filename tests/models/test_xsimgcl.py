@@ -13,16 +13,9 @@ import torch.nn.functional as F
 from crane.models import get
 from crane.synthetic import random_train_data, styled_and_grouped
 from crane.tuning import load_model_config
-from tests.models._threads import one_torch_thread
 from tests.models.checks import (a_batch, assert_same_loss_and_gradients,
                                  assert_scores_agree_across_chunks, model_defaults,
                                  parameters_without_gradient, train_and_test)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    with one_torch_thread():
-        yield
 
 
 @pytest.fixture(scope="module")
