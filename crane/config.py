@@ -131,12 +131,13 @@ def _read_text(value: Any) -> Any:
 
 
 def _coerce_override_values(config: dict[str, Any]) -> None:
-    """`model_overrides` values are typed by each model's config, which the schema does not
+    """`model_overrides` and `grid_overrides` values are typed by each model's config, which the schema does not
     know; a `--config` override arrives as text, so text values are read as YAML (a config
     file's YAML has typed them already). The model's typed config then checks them."""
-    for model, overrides in (config.get("model_overrides") or {}).items():
-        if isinstance(overrides, dict):
-            config["model_overrides"][model] = {k: _read_text(v) for k, v in overrides.items()}
+    for section in ("model_overrides", "grid_overrides"):
+        for model, overrides in (config.get(section) or {}).items():
+            if isinstance(overrides, dict):
+                config[section][model] = {k: _read_text(v) for k, v in overrides.items()}
 
 
 # What each source brings: item text, item images (files or URLs), and which precomputed
@@ -226,14 +227,15 @@ def _cross_check(config: dict[str, Any], models_dir: Path) -> None:
             raise ConfigError(f"invalid config: models: unknown model {model!r} "
                               f"(no {models_dir / (model + '.yaml')}; known: {', '.join(known)})")
     known_models = {p.stem for p in models_dir.glob("*.yaml")}
-    for model in config.get("model_overrides", {}):
-        if model not in known_models:
-            raise ConfigError(f"invalid config: model_overrides.{model}: unknown model "
-                              f"{model!r} (known: {', '.join(sorted(known_models))})")
-        if model not in config["models"] and model != "crane":
-            raise ConfigError(f"invalid config: model_overrides.{model}: {model!r} is not in "
-                              f"`models` ({', '.join(config['models'])}), so the override "
-                              f"would change nothing")
+    for section in ("model_overrides", "grid_overrides"):
+        for model in config.get(section, {}):
+            if model not in known_models:
+                raise ConfigError(f"invalid config: {section}.{model}: unknown model "
+                                  f"{model!r} (known: {', '.join(sorted(known_models))})")
+            if model not in config["models"] and model != "crane":
+                raise ConfigError(f"invalid config: {section}.{model}: {model!r} is not in "
+                                  f"`models` ({', '.join(config['models'])}), so the override "
+                                  f"would change nothing")
     for section in ("ablations", "sensitivity", "modality_ablation"):
         for dataset in config.get(section, {}).get("datasets", []):
             if dataset not in config["datasets"]:

@@ -48,8 +48,8 @@ RULE_FILES = {
     "train": ["workflow/rules/train.smk"],
     "tables": ["workflow/rules/report.smk"],
 }
-TRAIN_PARAMS = ["seeds", "models", "tuning", "training", "model_overrides", "ablations",
-                "sensitivity", "modality_ablation", "mirror_gradient", "device"]
+TRAIN_PARAMS = ["seeds", "models", "tuning", "training", "model_overrides", "grid_overrides",
+                "ablations", "sensitivity", "modality_ablation", "mirror_gradient", "device"]
 
 
 def _snakemake(config: str, *targets: Path | str) -> str:

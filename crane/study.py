@@ -11,6 +11,8 @@ seed (`final/`). With `tuning: default` the model's default point runs on every 
 
 from __future__ import annotations
 
+import json
+import shlex
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -33,10 +35,17 @@ class ModelSpec:
     config: dict[str, Any]
 
     @classmethod
-    def load(cls, name: str, models_dir: Path, overrides: dict[str, Any] | None = None) -> "ModelSpec":
+    def load(cls, name: str, models_dir: Path, overrides: dict[str, Any] | None = None,
+             grid: dict[str, list[Any]] | None = None) -> "ModelSpec":
         try:
             config = tuning.load_model_config(name, models_dir)
-            # A study override fixes a key, so it leaves the grid.
+            # A study override fixes a key, so it leaves the grid; a grid override replaces
+            # the values a key searches (a key both fix and search is refused).
+            both = sorted(set(overrides or {}) & set(grid or {}))
+            if both:
+                raise ValueError(f"model_overrides.{name} and grid_overrides.{name} both set "
+                                 f"{both}: fix a key or search it, not both")
+            config = tuning.with_grid(config, grid, f"grid_overrides.{name}")
             config = tuning.with_overrides(config, overrides, f"model_overrides.{name}")
         except (FileNotFoundError, ValueError) as error:
             raise ConfigError(str(error)) from None
@@ -90,7 +99,9 @@ class StudyPlan:
         if self.ablations_enabled or self.sensitivity_enabled:
             names.add("crane")
         overrides = self.config.get("model_overrides", {})
-        return {m: ModelSpec.load(m, self.models_dir, overrides.get(m)) for m in sorted(names)}
+        grids = self.config.get("grid_overrides", {})
+        return {m: ModelSpec.load(m, self.models_dir, overrides.get(m), grids.get(m))
+                for m in sorted(names)}
 
     # ---- hyper-parameters -------------------------------------------------------------
     def check_points(self) -> None:
@@ -107,8 +118,14 @@ class StudyPlan:
         for name, spec in self.specs.items():
             points = [("", p) for p in self.grid_points(name).values()]
             if name == "crane" and self.ablations_enabled:
-                points += [(f"ablation {v!r}", {**spec.defaults, **extra})
-                           for v, extra in self.ablation_variants().items()]
+                points += [(f"ablation {v!r}", {**spec.defaults, **self.ablation_switches(v)[0]})
+                           for v in self.ablation_variants()]
+                for variant in self.ablation_variants():
+                    try:
+                        training.updated(self.ablation_switches(variant)[1])
+                    except (TypeError, ValueError) as error:
+                        raise ConfigError(f"invalid config: {tuning.model_config_path(name, self.models_dir)}"
+                                          f" (ablation {variant!r}): {error}") from None
             if name == "crane" and self.sensitivity_enabled:
                 points += [(f"sensitivity {p}={v!r}", {**spec.defaults, p: v})
                            for p, values in self.sensitivity_points().items() for v in values]
@@ -257,6 +274,22 @@ class StudyPlan:
                               f"(its runs are the final CRANE runs) and takes no overrides, got "
                               f"{variants[layout.FULL_MODEL_VARIANT]}")
         return variants
+
+    def ablation_switches(self, variant: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(model switches, trainer settings) of an ablation variant: a variant may change
+        how the full model trains under `training:` (crane_bf16: {training: {precision: bf16}})."""
+        switches = dict(self.ablation_variants()[variant])
+        trainer = dict(switches.pop("training", None) or {})
+        return switches, trainer
+
+    def ablation_arguments(self, variant: str) -> str:
+        """`crane train` arguments of a variant, shell-quoted: --extra for the model switches,
+        --set training.KEY=VALUE for each trainer setting."""
+        switches, trainer = self.ablation_switches(variant)
+        words = ["--extra", json.dumps(switches, sort_keys=True)]
+        for key, value in sorted(trainer.items()):
+            words += ["--set", f"training.{key}={json.dumps(value)}"]
+        return " ".join(shlex.quote(w) for w in words)
 
     def ablation_runs(self) -> list[str]:
         if not self.ablations_enabled:

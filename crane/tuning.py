@@ -163,6 +163,28 @@ def with_overrides(model_cfg: dict[str, Any], overrides: dict[str, Any] | None,
     }
 
 
+def with_grid(model_cfg: dict[str, Any], grid: dict[str, list[Any]] | None,
+              where: str = "grid_overrides") -> dict[str, Any]:
+    """`model_cfg` searching other values: each key of `grid` replaces the values its model
+    grid or training grid searches (a reduced grid for a study that cannot afford the file's).
+    A key the model file does not search, or an empty list, is an error naming `where`."""
+    grid = dict(grid or {})
+    model_grid = dict(model_cfg.get("grid") or {})
+    training = model_cfg.get("training") or {}
+    training_grid = dict(training.get("grid") or {})
+    for key, values in grid.items():
+        if key not in model_grid and key not in training_grid:
+            searched = sorted(model_grid) + sorted(training_grid)
+            raise ValueError(f"{where}: {key!r} is not searched by the model file's grid "
+                             f"(searched: {searched or 'none'}); a value to fix belongs in "
+                             f"model_overrides")
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"{where}.{key}: expected a non-empty list of values, got {values!r}")
+        (model_grid if key in model_grid else training_grid)[key] = list(values)
+    return {**model_cfg, "grid": model_grid,
+            "training": {"defaults": dict(training.get("defaults") or {}), "grid": training_grid}}
+
+
 def training_keys(model_cfg: dict[str, Any]) -> tuple[str, ...]:
     """The trainer settings a model file declares (its `training.defaults` keys)."""
     return tuple((model_cfg.get("training") or {}).get("defaults") or {})

@@ -56,6 +56,56 @@ def test_study_override_fixes_a_key_and_removes_it_from_the_grid(tmp_path):
     assert len(points) == 2 and all(p["n_layers"] == 3 for p in points)
 
 
+def test_grid_override_searches_fewer_values_of_a_grid_key(tmp_path):
+    study = plan(tmp_path, tuning="grid", grid_overrides={"lightgcn": {"reg_weight": [1e-3]}})
+    points = list(study.grid_points("lightgcn").values())
+    assert [(p["n_layers"], p["reg_weight"]) for p in points] == [(1, 1e-3), (2, 1e-3)]
+    # the reduced grid of a one-point search needs no selection
+    study = plan(tmp_path, tuning="grid", grid_overrides={"bpr": {"reg_weight": [1e-2]}})
+    assert list(study.grid_points("bpr").values()) == [{"reg_weight": 1e-2}]
+    assert not study.needs_selection("bpr")
+
+
+@pytest.mark.parametrize("grid, message", [
+    ({"embedding_size": [32, 64]}, r"grid_overrides\.lightgcn: 'embedding_size' is not searched"),
+    ({"reg_weight": []}, r"grid_overrides\.lightgcn\.reg_weight: expected a non-empty list"),
+])
+def test_grid_override_of_an_unsearched_key_or_no_values_is_named(tmp_path, grid, message):
+    study = plan(tmp_path, tuning="grid")
+    study.config["grid_overrides"] = {"lightgcn": grid}
+    with pytest.raises(ConfigError, match=message):
+        study.grid_points("lightgcn")
+
+
+def test_a_key_both_fixed_and_searched_is_refused(tmp_path):
+    study = plan(tmp_path, tuning="grid", model_overrides={"lightgcn": {"n_layers": 3}},
+                 grid_overrides={"lightgcn": {"n_layers": [1, 3]}})
+    with pytest.raises(ConfigError, match=r"both set \[.n_layers.\]: fix a key or search it, not both"):
+        study.grid_points("lightgcn")
+
+
+def test_grid_override_of_a_model_outside_the_study_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"grid_overrides\.vbpr: unknown model"):
+        plan(tmp_path, grid_overrides={"vbpr": {"reg_weight": [1e-3]}})
+
+
+def test_ablation_variant_may_set_trainer_settings(tmp_path):
+    models = write_models(tmp_path / "with_trainer_settings")
+    (models / "crane.yaml").write_text(
+        "defaults: {lambda_cl: 0.01, rca_steps: 2}\n"
+        "ablations: {crane: {}, crane_bf16: {training: {precision: bf16}},\n"
+        "            crane_both: {rca_steps: 1, training: {precision: bf16, patience: 5}}}\n")
+    study = plan(tmp_path, ablations={"enabled": True}, models_dir=str(models))
+    assert study.ablation_switches("crane_bf16") == ({}, {"precision": "bf16"})
+    assert study.ablation_arguments("crane_bf16") == "--extra '{}' --set 'training.precision=\"bf16\"'"
+    assert study.ablation_arguments("crane_both") == (
+        """--extra '{"rca_steps": 1}' --set training.patience=5 --set 'training.precision="bf16"'""")
+    # what the train command reads back from those words
+    from crane.commands.train import parse_overrides
+    assert parse_overrides(['training.precision="bf16"', "training.patience=5"]) == (
+        {}, {"precision": "bf16", "patience": 5})
+
+
 def test_ablation_and_sensitivity_runs(tmp_path):
     study = plan(tmp_path, ablations={"enabled": True, "datasets": ["a"], "seeds": [7]},
                  sensitivity={"enabled": True, "params": ["rca_steps"], "seeds": [7]})

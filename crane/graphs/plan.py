@@ -106,7 +106,7 @@ def final_run_graphs(plan: StudyPlan, dataset: str, model: str) -> list[KnnGraph
 
 
 def ablation_run_graphs(plan: StudyPlan, dataset: str, variant: str) -> list[KnnGraph]:
-    extra = plan.ablation_variants()[variant]
+    extra = plan.ablation_switches(variant)[0]
     return _read_by_any(plan, dataset, "crane",
                         [{**p, **extra} for p in selectable_points(plan, "crane")])
 

@@ -69,6 +69,7 @@ MODEL_LABELS = {
 ABLATION_ORDER: tuple[str, ...] = (
     "crane", "crane_concat", "crane_rca1", "crane_no_profiles", "crane_no_item_graph",
     "crane_no_cl", "crane_prototype", "crane_neighbour_cache", "crane_cl_rows", "crane_pca",
+    "crane_bf16",
 )
 ABLATION_LABELS = {
     "crane": "CRANE (full)",
@@ -81,6 +82,7 @@ ABLATION_LABELS = {
     "crane_neighbour_cache": "historical neighbours (approx.)",
     "crane_cl_rows": "InfoNCE on 512 rows (approx.)",
     "crane_pca": "PCA input, 256 (approx.)",
+    "crane_bf16": "bf16 autocast (approx.)",
 }
 
 

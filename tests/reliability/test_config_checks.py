@@ -48,6 +48,27 @@ def test_override_of_a_model_outside_the_study_is_a_config_error(demo_config):
         validate_config(demo_config)
 
 
+def test_bad_trainer_setting_of_an_ablation_variant_fails_at_config_time(demo_config, tmp_path):
+    """An ablation variant's `training:` settings are checked with the study's points."""
+    from crane.tuning import model_configs_dir
+    for source in model_configs_dir(None).glob("*.yaml"):
+        (tmp_path / source.name).write_text(source.read_text())
+    crane_file = tmp_path / "crane.yaml"
+    crane_file.write_text(crane_file.read_text().replace(
+        "crane_bf16: {training: {precision: bf16}}", "crane_bf16: {training: {precision: fp8}}"))
+    demo_config["models_dir"] = str(tmp_path)
+    demo_config["ablations"]["variants"] = ["crane", "crane_bf16"]
+    with pytest.raises(ConfigError, match=r"crane\.yaml \(ablation 'crane_bf16'\).*precision.*fp8"):
+        plan_of(demo_config)
+
+
+def test_misspelt_grid_override_key_fails_at_config_time(demo_config):
+    demo_config["tuning"] = "grid"
+    demo_config["grid_overrides"] = {"lightgcn": {"n_layer": [1, 2]}}
+    with pytest.raises(ConfigError, match=r"grid_overrides\.lightgcn: 'n_layer' is not searched"):
+        plan_of(demo_config)
+
+
 def test_misspelt_hyperparameter_fails_at_config_time(demo_config):
     """`embeding_size` passed the dry run and failed only inside the training job."""
     demo_config["model_overrides"] = {"lightgcn": {"embeding_size": 32}}

@@ -162,8 +162,8 @@ rule train_ablation:
         **run_params(
             model="crane",
             out=lambda w: PLAN.ablation_run(w.dataset, w.variant, w.seed),
-            hparams=lambda w: f"{selected_hparams(w.dataset, 'crane')} --extra "
-            + q(PLAN.ablation_variants()[w.variant]),
+            hparams=lambda w: f"{selected_hparams(w.dataset, 'crane')} "
+            + PLAN.ablation_arguments(w.variant),
         ),
     log:
         log_file("ablations/{variant}_seed{seed}"),
