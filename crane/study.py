@@ -120,12 +120,13 @@ class StudyPlan:
             if name == "crane" and self.ablations_enabled:
                 points += [(f"ablation {v!r}", {**spec.defaults, **self.ablation_switches(v)[0]})
                            for v in self.ablation_variants()]
+                crane_file = tuning.model_config_path(name, self.models_dir)
                 for variant in self.ablation_variants():
                     try:
                         training.updated(self.ablation_switches(variant)[1])
                     except (TypeError, ValueError) as error:
-                        raise ConfigError(f"invalid config: {tuning.model_config_path(name, self.models_dir)}"
-                                          f" (ablation {variant!r}): {error}") from None
+                        raise ConfigError(f"invalid config: {crane_file} (ablation {variant!r}): "
+                                          f"{error}") from None
             if name == "crane" and self.sensitivity_enabled:
                 points += [(f"sensitivity {p}={v!r}", {**spec.defaults, p: v})
                            for p, values in self.sensitivity_points().items() for v in values]

@@ -1,5 +1,6 @@
 """Ablation table: one row per CRANE variant (results/<dataset>/ablations/<variant>/), test
-metrics mean ± std over seeds, best in bold and second underlined per column."""
+metrics mean ± std over seeds, best in bold and second underlined per column, each variant
+marked by the paired test against the full model (crane.report.paired_runs)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,18 @@ import pandas as pd
 
 from crane.report.aggregate import lookup, summarise_over_seeds
 from crane.report.collect import RunCollection
-from crane.report.naming import MAIN_METRICS, ablation_label, metric_label, seeds_spread
+from crane.report.naming import MAIN_METRICS, ablation_label, metric_label, seeds_spread, test_label
+from crane.report.paired_runs import PAIRED_COLUMNS, compare_runs
 from crane.report.tables import DASH, Cell, Row, Section, Table, format_mean_std, rank_emphasis
 
 FULL_VARIANT = "crane"
 COLUMNS = ["dataset", "variant", "metric", "mean", "std", "n_seeds", "change_vs_full_pct",
-           "emphasis"]
+           "emphasis", *PAIRED_COLUMNS]
 
 
 def ablation_table(runs: RunCollection, datasets: Sequence[str], variants: Sequence[str],
-                   seeds: Sequence[int], metrics: Sequence[str] = MAIN_METRICS
+                   seeds: Sequence[int], metrics: Sequence[str] = MAIN_METRICS,
+                   test: str = "wilcoxon", pairing: str = "user_mean"
                    ) -> tuple[Table, pd.DataFrame]:
     scores = runs.scores
     scores = scores[(scores["split"] == "test") & scores["metric"].isin(list(metrics))]
@@ -34,21 +37,37 @@ def ablation_table(runs: RunCollection, datasets: Sequence[str], variants: Seque
     for dataset, metric in columns:
         marks = rank_emphasis([mean(dataset, v, metric) for v in variants])
         emphasis.update({(dataset, v, metric): e for v, e in zip(variants, marks)})
+    paired, no_users = {}, []
+    for dataset, metric in columns:
+        for variant in variants:
+            if variant == FULL_VARIANT or lookup(summary, dataset=dataset, variant=variant,
+                                                 metric=metric) is None:
+                continue
+            paired[(dataset, variant, metric)], absent = compare_runs(
+                runs, {"dataset": dataset, "variant": variant}, runs,
+                {"dataset": dataset, "variant": FULL_VARIANT}, metric, test, pairing)
+            no_users += [m for m in absent if m.kind == "user_metrics"]
     rows = []
     for variant in variants:
         cells = []
         for dataset, metric in columns:
             row = lookup(summary, dataset=dataset, variant=variant, metric=metric)
             text = DASH if row is None else format_mean_std(row["mean"], row["std"])
-            cells.append(Cell(text, emphasis[(dataset, variant, metric)]))
+            mark = paired.get((dataset, variant, metric), {}).get("mark", "")
+            cells.append(Cell(text, emphasis[(dataset, variant, metric)], mark))
         rows.append(Row(ablation_label(variant), cells))
     notes = [f"Test metrics, {seeds_spread(seeds)}; best per column in bold, second "
-             f"underlined; – = no run."]
+             f"underlined; – = no run.",
+             f"** p < 0.01, * p < 0.05: "
+             f"{test_label(test, pairing, 'the variant', ablation_label(FULL_VARIANT))}."]
     absent = sorted(" ".join(f"{k}={v}" for k, v in m.key) for m in runs.missing)
     if absent:
         notes.append("Missing runs: " + "; ".join(absent) + ".")
     if not variants:
         notes.append("No ablation runs were found.")
+    no_users = sorted({" ".join(f"{k}={v}" for k, v in m.key) for m in no_users})
+    if no_users:
+        notes.append("No per-user metrics (left out of the test): " + "; ".join(no_users) + ".")
     table = Table(caption="Ablation study", key="ablation", stub_header="Variant",
                   columns=[metric_label(m) for _, m in columns],
                   column_groups=[(d, len(metrics)) for d in datasets] if datasets else None,
@@ -67,5 +86,6 @@ def ablation_table(runs: RunCollection, datasets: Sequence[str], variants: Seque
                 records.append({"dataset": dataset, "variant": variant, "metric": metric,
                                 "mean": row["mean"], "std": row["std"],
                                 "n_seeds": row["n_seeds"], "change_vs_full_pct": change,
-                                "emphasis": emphasis[(dataset, variant, metric)]})
+                                "emphasis": emphasis[(dataset, variant, metric)],
+                                **paired.get((dataset, variant, metric), {})})
     return table, pd.DataFrame(records, columns=COLUMNS)

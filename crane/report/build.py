@@ -10,8 +10,8 @@ Outputs, by part (see `PARTS`):
   efficiency       efficiency.md/.tex/.html/.csv
   convergence      convergence.png/.pdf (also `dvc plots`), convergence.csv (model, dataset,
                    epoch, metric)
-  ablation         ablation.md/.tex/.html/.csv
-  sensitivity      sensitivity.png/.pdf, sensitivity.csv
+  ablation         ablation.md/.tex/.html/.csv (each variant tested against the full model)
+  sensitivity      sensitivity.png/.pdf, sensitivity.md/.tex/.html/.csv
 and always missing.txt: every expected input that was not found.
 """
 
@@ -34,6 +34,7 @@ from crane.report.efficiency import efficiency_table
 from crane.report.headline_metrics import write_headline_metrics
 from crane.report.hyperparameters import selected_hyperparameters
 from crane.report.main_results import main_results
+from crane.report.sensitivity import sensitivity_table
 from crane.report.naming import MAIN_METRICS, PARTS, with_mirror_gradient
 from crane.report.plots import (convergence_data, convergence_figure, save_figure,
                                 sensitivity_data, sensitivity_figure)
@@ -118,13 +119,15 @@ def build_report(results_dir: str | Path, out_dir: str | Path, datasets: Sequenc
     if "ablation" in parts:
         scope_datasets, scope_seeds = ablation_scope or (datasets, seeds)
         files_written, absent = write_ablation(results_dir, out_dir, scope_datasets,
-                                               scope_seeds, ablation_variants, metrics)
+                                               scope_seeds, ablation_variants, metrics,
+                                               test, pairing)
         written |= files_written
         missing.extend(absent)
     if "sensitivity" in parts:
         scope_datasets, scope_seeds = sensitivity_scope or (datasets, seeds)
         files_written, absent = write_sensitivity(results_dir, out_dir, scope_datasets,
-                                                  scope_seeds, sensitivity_grid, curve_metric)
+                                                  scope_seeds, sensitivity_grid, curve_metric,
+                                                  test, pairing)
         written |= files_written
         missing.extend(absent)
 
@@ -144,21 +147,23 @@ def with_mirror_gradient_rows(models: Sequence[str], mirror_gradient: Sequence[s
 
 def write_ablation(results_dir: str | Path, out_dir: str | Path, datasets: Sequence[str],
                    seeds: Sequence[int], variants: Sequence[str] | None = None,
-                   metrics: Sequence[str] = MAIN_METRICS
-                   ) -> tuple[dict[str, Path], list[MissingRun]]:
+                   metrics: Sequence[str] = MAIN_METRICS, test: str = "wilcoxon",
+                   pairing: str = "user_mean") -> tuple[dict[str, Path], list[MissingRun]]:
     """ablation.md/.tex/.html/.csv; `variants` default to the folders under results/<d>/ablations/."""
     results_dir = Path(results_dir)
     if variants is None:
         variants = discover_ablation_variants(results_dir, datasets)
     runs = collect_ablation_runs(results_dir, datasets, variants, seeds)
-    table, data = ablation_table(runs, datasets, variants, seeds, metrics)
+    table, data = ablation_table(runs, datasets, variants, seeds, metrics, test, pairing)
     return write_table(table, data, Path(out_dir), "ablation"), runs.missing
 
 
 def write_sensitivity(results_dir: str | Path, out_dir: str | Path, datasets: Sequence[str],
                       seeds: Sequence[int], grid: Mapping[str, Sequence[str]] | None = None,
-                      metric: str = "recall@20") -> tuple[dict[str, Path], list[MissingRun]]:
-    """sensitivity.png/.pdf/.csv; `grid` defaults to the folders under results/<d>/sensitivity/."""
+                      metric: str = "recall@20", test: str = "wilcoxon",
+                      pairing: str = "user_mean") -> tuple[dict[str, Path], list[MissingRun]]:
+    """sensitivity.png/.pdf and its table (.md/.tex/.html/.csv); `grid` defaults to the
+    folders under results/<d>/sensitivity/."""
     results_dir = Path(results_dir)
     if grid is None:
         grid = discover_sensitivity(results_dir, datasets)
@@ -168,7 +173,11 @@ def write_sensitivity(results_dir: str | Path, out_dir: str | Path, datasets: Se
     summary = sensitivity_data(runs, metric)
     figure = sensitivity_figure(summary, datasets, list(grid), metric, seeds)
     written = save_figure(figure, Path(out_dir), "sensitivity")
-    written |= _write_text(Path(out_dir) / "sensitivity.csv", to_csv(summary))
+    # each point against the full model at its selected point (the final CRANE runs)
+    selected = collect_final_runs(results_dir, datasets, ["crane"], seeds)
+    table, data = sensitivity_table(runs, selected, summary, datasets, metric, seeds, test,
+                                    pairing)
+    written |= write_table(table, data, Path(out_dir), "sensitivity")
     return written, runs.missing
 
 

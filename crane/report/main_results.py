@@ -14,7 +14,8 @@ from crane.report import significance
 from crane.report.aggregate import lookup, summarise_over_seeds
 from crane.report.collect import MissingRun, RunCollection, load_user_metrics
 from crane.report.naming import (MAIN_METRICS, OURS, base_model, group_label, group_of,
-                                 grouped_models, metric_label, model_label, seeds_spread)
+                                 grouped_models, metric_label, model_label, seeds_spread,
+                                 test_label)
 from crane.report.tables import (DASH, Cell, Row, Section, Table, format_mean_std,
                                  rank_emphasis)
 
@@ -170,10 +171,6 @@ def _in_table_order(data: pd.DataFrame, datasets, models, metrics) -> pd.DataFra
 
 
 def _notes(seeds, compared, test, pairing, tests, missing_runs, missing_all) -> list[str]:
-    test_name = ("two-sided Wilcoxon signed-rank test" if test == "wilcoxon"
-                 else "two-sided paired t-test")
-    pairs = ("each user's metric averaged over the seeds both models ran (one pair per user)"
-             if pairing == "user_mean" else "one pair per (seed, user), pairs of all seeds pooled")
     notes = [
         f"Test metrics at the best validation epoch of the selected hyper-parameters; "
         f"{seeds_spread(seeds)}; a cell from a single seed shows the mean only; – = no run.",
@@ -183,8 +180,8 @@ def _notes(seeds, compared, test, pairing, tests, missing_runs, missing_all) -> 
     for model in compared:
         notes.append(
             f"{model_label(model)} improvement = ({model_label(model)} mean - best baseline "
-            f"mean) / best baseline mean. ** p < 0.01, * p < 0.05: {test_name} on per-user "
-            f"test metrics of {model_label(model)} and that baseline, {pairs}.")
+            f"mean) / best baseline mean. ** p < 0.01, * p < 0.05: "
+            f"{test_label(test, pairing, model_label(model), 'that baseline')}.")
     if not tests.empty:
         parts = []
         # the best baseline of a column is the same for every compared model

@@ -126,6 +126,15 @@ def seeds_spread(seeds: Sequence[int]) -> str:
     return f"mean ± sample std (ddof=1) over {len(seeds)} seeds ({listed})"
 
 
+def test_label(test: str, pairing: str, first: str, second: str) -> str:
+    """How a table note names the paired test of `first` against `second`."""
+    name = ("two-sided Wilcoxon signed-rank test" if test == "wilcoxon"
+            else "two-sided paired t-test")
+    pairs = ("each user's metric averaged over the seeds both models ran (one pair per user)"
+             if pairing == "user_mean" else "one pair per (seed, user), pairs of all seeds pooled")
+    return f"{name} on per-user test metrics of {first} and {second}, {pairs}"
+
+
 def group_label(group: str, ours: str = "crane") -> str:
     """Section title of a group; the "ours" group is named after our model."""
     return model_label(ours) if group == OURS else GROUP_LABELS[group]

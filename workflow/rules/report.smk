@@ -90,7 +90,7 @@ rule tables:
         convergence_csv=table("convergence.csv"),
         extra=([table("ablation.md"), shown("ablation.html", "Ablations", "ablation study")]
                if PLAN.ablations_enabled else [])
-        + ([shown("sensitivity.png", "Ablations", "sensitivity")]
+        + ([table("sensitivity.md"), shown("sensitivity.png", "Ablations", "sensitivity")]
            if PLAN.sensitivity_enabled else []),
     input:
         unpack(table_inputs),
