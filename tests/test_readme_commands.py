@@ -38,6 +38,8 @@ RUN_BY: dict[str, tuple[str, str]] = {
         HERE, '"snakemake --cores all --configfile config/scientific.yaml"'),
     "snakemake --cores all --configfile config/scientific-encoders.yaml": (
         HERE, '"snakemake --cores all --configfile config/scientific-encoders.yaml"'),
+    "snakemake --cores all --configfile config/verdict.yaml": (
+        HERE, '"snakemake --cores all --configfile config/verdict.yaml"'),
     "python benchmarks/encoders.py --items results/scientific/scientific/data/items.parquet": (
         "tests/benchmarks/test_encoders_benchmark.py", "encoders.main(["),
     "crane plan --config config/scientific.yaml": (
@@ -132,6 +134,7 @@ def checkout(tmp_path_factory) -> Path:
     "snakemake --cores all --config seeds=[1,2,3]",
     "snakemake --cores all --configfile config/scientific.yaml",
     "snakemake --cores all --configfile config/scientific-encoders.yaml",
+    "snakemake --cores all --configfile config/verdict.yaml",
     "snakemake --configfile config/paper.yaml --workflow-profile workflow/profiles/slurm",
     "snakemake --configfile config/paper.yaml --workflow-profile workflow/profiles/slurm-gpu",
 ])
