@@ -5,7 +5,8 @@
   with `snakemake -n`).
 - `estimate`: CPU-hours of the training jobs, from the stored speed benchmark
   (benchmarks/results/benchmark.csv: seconds per epoch of every model at Baby, Clothing and
-  Electronics scale), with every assumption spelt out in the result.
+  Electronics scale; a model it lacks is priced from another CPU machine's table beside it),
+  with every assumption spelt out in the result.
 - `outputs_message`: where the tables, plots and report of a config are.
 
 `crane plan` and `crane outputs` print these (crane/commands/plan.py). Nothing here imports
@@ -152,6 +153,13 @@ def find_benchmark_table(explicit: str | Path | None = None) -> Path | None:
     return None
 
 
+def other_cpu_tables(table: Path) -> list[Path]:
+    """The benchmark tables of other CPU machines beside `table` (<its folder>/*/benchmark.csv),
+    which price the models `table` has no row for; a GPU table prices nothing on a CPU."""
+    return [path for path in sorted(table.parent.glob(f"*/{table.name}"))
+            if benchmark_device(path).startswith("cpu")]
+
+
 def _number(row: dict[str, str], key: str) -> float | None:
     text = (row.get(key) or "").strip()
     return float(text) if text else None
@@ -181,6 +189,14 @@ def read_benchmark(path: str | Path) -> list[BenchmarkRow]:
             if key not in rows or (exact and not rows[key][0]):
                 rows[key] = (exact, row)
     return [row for _, row in rows.values()]
+
+
+def benchmark_machine(path: str | Path) -> str:
+    """The CPU model of a benchmark table, from the machine.json beside it."""
+    machine = Path(path).parent / "machine.json"
+    if machine.is_file():
+        return str(read_json(machine).get("cpu_model") or "unknown CPU")
+    return "unknown CPU"
 
 
 def benchmark_device(path: str | Path) -> str:
@@ -232,6 +248,7 @@ class DatasetEstimate:
     max_s: float = 0.0
     scales: set[str] = field(default_factory=set)
     unpriced: Counter = field(default_factory=Counter)  # model -> runs without a benchmark row
+    priced_elsewhere: dict[str, Path] = field(default_factory=dict)  # model -> other table
 
 
 @dataclass
@@ -300,11 +317,14 @@ def run_seconds(row: BenchmarkRow, interactions: int, epochs: int, eval_every: i
     return (row.build_s + epochs * row.epoch_s + (validations + 1) * row.eval_s) * scale
 
 
-def estimate(plan: StudyPlan, table: str | Path, stop_epoch: int = ASSUMED_STOP_EPOCH) -> Estimate:
-    """CPU-hours of the plan's training runs, priced from the benchmark `table`."""
+def estimate(plan: StudyPlan, table: str | Path, stop_epoch: int = ASSUMED_STOP_EPOCH,
+             fallback_tables: Iterable[str | Path] = ()) -> Estimate:
+    """CPU-hours of the plan's training runs, priced from the benchmark `table`; a model it
+    has no row for is priced from the first of `fallback_tables` (other machines) that has."""
     if stop_epoch < 1:
         raise ValueError(f"--stop-epoch must be at least 1, got {stop_epoch}")
     rows = read_benchmark(table)
+    fallbacks = [(Path(path), read_benchmark(path)) for path in fallback_tables]
     training = plan.config["training"]
     max_epochs, eval_every = int(training["epochs"]), int(training.get("eval_every", 1))
     typical_epochs = min(stop_epoch, max_epochs)
@@ -315,6 +335,11 @@ def estimate(plan: StudyPlan, table: str | Path, stop_epoch: int = ASSUMED_STOP_
         for model, runs in sorted(training_runs(plan, dataset).items()):
             part.runs += runs
             row = closest_row(rows, model, interactions) if interactions else None
+            for path, other in fallbacks:
+                if row is None and interactions:
+                    row = closest_row(other, model, interactions)
+                    if row is not None:
+                        part.priced_elsewhere[model] = path
             if row is None:
                 part.unpriced[model] += runs
                 continue
@@ -356,6 +381,12 @@ def format_estimate(result: Estimate) -> list[str]:
         lines.append(f"  {part.dataset}: {part.runs:,} training runs, about "
                      f"{_hours(part.typical_s / 3600)} CPU-hours ({size}, {part.size_source}"
                      f"{scales})")
+        elsewhere: dict[Path, list[str]] = {}
+        for model, path in sorted(part.priced_elsewhere.items()):
+            elsewhere.setdefault(path, []).append(model)
+        for path, models in elsewhere.items():
+            lines.append(f"    priced from {_shown(path)} ({benchmark_machine(path)}), which "
+                         f"alone has their rows: {', '.join(models)}")
         if part.unpriced:
             missing = ", ".join(f"{m} ({n} runs)" for m, n in sorted(part.unpriced.items()))
             why = ("its size is unknown until it is preprocessed" if part.interactions is None

@@ -99,6 +99,42 @@ def test_estimate_prices_each_dataset_at_the_closest_scale():
     assert study_summary.closest_row(rows, "no_such_model", 1000) is None
 
 
+def _table_with(path: Path, models: list[str], device: str, cpu: str) -> Path:
+    """A copy of the stored table's Baby rows of `models`, as measured on `device`."""
+    import csv
+    with open(BENCHMARK, newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = [r for r in reader if r["scale"] == "baby" and r["model"] in models]
+        fields = reader.fieldnames
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows({**r, "device": device} for r in rows)
+    (path.parent / "machine.json").write_text(f'{{"cpu_model": "{cpu}"}}')
+    return path
+
+
+def test_a_model_the_table_lacks_is_priced_from_another_cpu_machine_not_a_gpu(tmp_path):
+    main = _table_with(tmp_path / "results" / "benchmark.csv", ["bpr"], "cpu", "Machine A")
+    other = _table_with(tmp_path / "results" / "b" / "benchmark.csv", ["lightgcn"], "cpu",
+                        "Machine B")
+    _table_with(tmp_path / "results" / "gpu" / "benchmark.csv", ["lightgcn", "freedom"],
+                "cuda", "Machine C")
+    assert study_summary.other_cpu_tables(main) == [other]
+    plan = StudyPlan(study_summary.load_config([TEST_CONFIG], [
+        f"results={tmp_path / 'study'}", "models=[bpr,lightgcn,freedom]",
+        "ablations.enabled=false", "sensitivity.enabled=false"]))
+    alone = study_summary.estimate(plan, main)
+    helped = study_summary.estimate(plan, main, fallback_tables=[other])
+    assert set(alone.datasets[0].unpriced) == {"lightgcn", "freedom"}
+    assert set(helped.datasets[0].unpriced) == {"freedom"}  # the GPU table prices nothing
+    assert helped.datasets[0].priced_elsewhere == {"lightgcn": other}
+    assert helped.typical_hours > alone.typical_hours
+    text = "\n".join(study_summary.format_estimate(helped))
+    assert "(Machine B), which alone has their rows: lightgcn" in text
+
+
 def test_grid_search_prices_the_grid_and_reuses_the_tuning_seed_run(tmp_path):
     plan = StudyPlan(study_summary.load_config([TEST_CONFIG], [
         f"results={tmp_path / 'results'}", "tuning=grid", "models=[bpr]", "seeds=[1,2]",

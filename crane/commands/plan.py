@@ -64,7 +64,11 @@ def plan_command(args: argparse.Namespace) -> int:
               f"--benchmark FILE.")
         return 0
     stop_epoch = args.stop_epoch or study_summary.ASSUMED_STOP_EPOCH
-    print("\n".join(study_summary.format_estimate(study_summary.estimate(plan, table, stop_epoch))))
+    # the stored table's gaps are priced from other CPU machines' tables beside it, unless a
+    # table was named
+    fallbacks = [] if args.benchmark else study_summary.other_cpu_tables(table)
+    result = study_summary.estimate(plan, table, stop_epoch, fallbacks)
+    print("\n".join(study_summary.format_estimate(result)))
     return 0
 
 
