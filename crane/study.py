@@ -118,12 +118,12 @@ class StudyPlan:
         for name, spec in self.specs.items():
             points = [("", p) for p in self.grid_points(name).values()]
             if name == "crane" and self.ablations_enabled:
-                points += [(f"ablation {v!r}", {**spec.defaults, **self.ablation_switches(v)[0]})
-                           for v in self.ablation_variants()]
                 crane_file = tuning.model_config_path(name, self.models_dir)
                 for variant in self.ablation_variants():
+                    switches, trainer = self.ablation_switches(variant)
+                    points.append((f"ablation {variant!r}", {**spec.defaults, **switches}))
                     try:
-                        training.updated(self.ablation_switches(variant)[1])
+                        training.updated(trainer)
                     except (TypeError, ValueError) as error:
                         raise ConfigError(f"invalid config: {crane_file} (ablation {variant!r}): "
                                           f"{error}") from None

@@ -9,13 +9,14 @@ from typing import Sequence
 
 import pandas as pd
 
+from crane import layout
 from crane.report.aggregate import lookup, summarise_over_seeds
 from crane.report.collect import RunCollection
 from crane.report.naming import MAIN_METRICS, ablation_label, metric_label, seeds_spread, test_label
-from crane.report.paired_runs import PAIRED_COLUMNS, compare_runs
+from crane.report.paired_runs import PAIRED_COLUMNS, compare, load_group
 from crane.report.tables import DASH, Cell, Row, Section, Table, format_mean_std, rank_emphasis
 
-FULL_VARIANT = "crane"
+FULL_VARIANT = layout.FULL_MODEL_VARIANT
 COLUMNS = ["dataset", "variant", "metric", "mean", "std", "n_seeds", "change_vs_full_pct",
            "emphasis", *PAIRED_COLUMNS]
 
@@ -38,15 +39,19 @@ def ablation_table(runs: RunCollection, datasets: Sequence[str], variants: Seque
         marks = rank_emphasis([mean(dataset, v, metric) for v in variants])
         emphasis.update({(dataset, v, metric): e for v, e in zip(variants, marks)})
     paired, no_users = {}, []
-    for dataset, metric in columns:
+    for dataset in datasets:
+        full, absent = load_group(runs, {"dataset": dataset, "variant": FULL_VARIANT}, metrics)
+        no_users += absent
         for variant in variants:
-            if variant == FULL_VARIANT or lookup(summary, dataset=dataset, variant=variant,
-                                                 metric=metric) is None:
+            if variant == FULL_VARIANT:
                 continue
-            paired[(dataset, variant, metric)], absent = compare_runs(
-                runs, {"dataset": dataset, "variant": variant}, runs,
-                {"dataset": dataset, "variant": FULL_VARIANT}, metric, test, pairing)
-            no_users += [m for m in absent if m.kind == "user_metrics"]
+            group, absent = load_group(runs, {"dataset": dataset, "variant": variant}, metrics)
+            no_users += absent
+            for metric in metrics:
+                if lookup(summary, dataset=dataset, variant=variant, metric=metric) is not None:
+                    paired[(dataset, variant, metric)] = compare(group, full, metric, test,
+                                                                 pairing)
+    no_users = [m for m in no_users if m.kind == "user_metrics"]
     rows = []
     for variant in variants:
         cells = []

@@ -174,7 +174,7 @@ def write_sensitivity(results_dir: str | Path, out_dir: str | Path, datasets: Se
     figure = sensitivity_figure(summary, datasets, list(grid), metric, seeds)
     written = save_figure(figure, Path(out_dir), "sensitivity")
     # each point against the full model at its selected point (the final CRANE runs)
-    selected = collect_final_runs(results_dir, datasets, ["crane"], seeds)
+    selected = collect_final_runs(results_dir, datasets, [layout.FULL_MODEL_VARIANT], seeds)
     table, data = sensitivity_table(runs, selected, summary, datasets, metric, seeds, test,
                                     pairing)
     written |= write_table(table, data, Path(out_dir), "sensitivity")

@@ -4,19 +4,18 @@ at its selected point (crane.report.paired_runs); the selected value is named.""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
 
-from crane.report.collect import RunCollection
+from crane import layout
+from crane.report.collect import RunCollection, read_run_metrics
 from crane.report.naming import ablation_label, metric_label, seeds_spread, test_label
-from crane.report.paired_runs import PAIRED_COLUMNS, compare_runs
+from crane.report.paired_runs import PAIRED_COLUMNS, compare, load_group
 from crane.report.plots import SENSITIVITY_COLUMNS
 from crane.report.tables import DASH, Cell, Row, Section, Table, format_mean_std
 
-FULL_MODEL = "crane"
+FULL_MODEL = layout.FULL_MODEL_VARIANT  # its final runs are the reference
 
 
 def sensitivity_table(runs: RunCollection, selected: RunCollection, summary: pd.DataFrame,
@@ -24,15 +23,19 @@ def sensitivity_table(runs: RunCollection, selected: RunCollection, summary: pd.
                       test: str = "wilcoxon", pairing: str = "user_mean"
                       ) -> tuple[Table, pd.DataFrame]:
     """`summary` is plots.sensitivity_data of `runs`; `selected` holds the final CRANE runs."""
+    references, chosen = {}, {}
+    for dataset in summary["dataset"].unique():
+        references[dataset], _ = load_group(selected, {"dataset": dataset, "model": FULL_MODEL},
+                                            [metric])
+        chosen[dataset] = selected_point(selected, dataset)
     records = []
     for _, row in summary.iterrows():
-        paired, _ = compare_runs(
-            runs, {"dataset": row["dataset"], "param": row["param"],
-                   "param_value": row["param_value"]},
-            selected, {"dataset": row["dataset"], "model": FULL_MODEL}, metric, test, pairing)
-        chosen = selected_value(selected, row["dataset"], row["param"])
-        records.append({**row.to_dict(), **paired, "selected": chosen is not None
-                        and float(row["x"]) == float(chosen)})
+        group, _ = load_group(runs, {"dataset": row["dataset"], "param": row["param"],
+                                     "param_value": row["param_value"]}, [metric])
+        value = chosen[row["dataset"]].get(row["param"])
+        records.append({**row.to_dict(),
+                        **compare(group, references[row["dataset"]], metric, test, pairing),
+                        "selected": value is not None and float(row["x"]) == float(value)})
     data = pd.DataFrame(records, columns=[*SENSITIVITY_COLUMNS, *PAIRED_COLUMNS, "selected"])
 
     rows = []
@@ -59,10 +62,7 @@ def sensitivity_table(runs: RunCollection, selected: RunCollection, summary: pd.
     return table, data
 
 
-def selected_value(selected: RunCollection, dataset: str, param: str) -> Any:
-    """The value of `param` in the full model's selected point (its final runs' hparams)."""
-    for run_dir in selected.run_dirs(dataset=dataset, model=FULL_MODEL):
-        hparams = json.loads((Path(run_dir) / "metrics.json").read_text()).get("hparams") or {}
-        if param in hparams:
-            return hparams[param]
-    return None
+def selected_point(selected: RunCollection, dataset: str) -> dict[str, Any]:
+    """The full model's selected point on `dataset` (its final runs' hparams); {} without one."""
+    run_dirs = selected.run_dirs(dataset=dataset, model=FULL_MODEL)
+    return (read_run_metrics(run_dirs[0]).get("hparams") or {}) if run_dirs else {}
