@@ -249,6 +249,7 @@ class DatasetEstimate:
     scales: set[str] = field(default_factory=set)
     unpriced: Counter = field(default_factory=Counter)  # model -> runs without a benchmark row
     priced_elsewhere: dict[str, Path] = field(default_factory=dict)  # model -> other table
+    priced_as_base: dict[str, str] = field(default_factory=dict)  # preset -> its model
 
 
 @dataclass
@@ -317,6 +318,20 @@ def run_seconds(row: BenchmarkRow, interactions: int, epochs: int, eval_every: i
     return (row.build_s + epochs * row.epoch_s + (validations + 1) * row.eval_s) * scale
 
 
+def _priced_row(model: str, interactions: int, rows: list[BenchmarkRow],
+                fallbacks: list[tuple[Path, list[BenchmarkRow]]],
+                part: DatasetEstimate) -> BenchmarkRow | None:
+    """`model`'s row from the main table, else from the first other table that has one
+    (recorded in `part.priced_elsewhere`)."""
+    row = closest_row(rows, model, interactions)
+    for path, other in fallbacks:
+        if row is None:
+            row = closest_row(other, model, interactions)
+            if row is not None:
+                part.priced_elsewhere[model] = path
+    return row
+
+
 def estimate(plan: StudyPlan, table: str | Path, stop_epoch: int = ASSUMED_STOP_EPOCH,
              fallback_tables: Iterable[str | Path] = ()) -> Estimate:
     """CPU-hours of the plan's training runs, priced from the benchmark `table`; a model it
@@ -334,12 +349,14 @@ def estimate(plan: StudyPlan, table: str | Path, stop_epoch: int = ASSUMED_STOP_
         part = DatasetEstimate(dataset, interactions, source)
         for model, runs in sorted(training_runs(plan, dataset).items()):
             part.runs += runs
-            row = closest_row(rows, model, interactions) if interactions else None
-            for path, other in fallbacks:
-                if row is None and interactions:
-                    row = closest_row(other, model, interactions)
-                    if row is not None:
-                        part.priced_elsewhere[model] = path
+            row = _priced_row(model, interactions, rows, fallbacks, part) if interactions else None
+            base = plan.specs[model].config.get("preset_of") if model in plan.specs else None
+            if row is None and interactions and base:
+                # a preset nobody benchmarked costs what its model costs (for crane_scalable,
+                # whose switches exist to make crane's step cheaper, that prices it high)
+                row = _priced_row(base, interactions, rows, fallbacks, part)
+                if row is not None:
+                    part.priced_as_base[model] = base
             if row is None:
                 part.unpriced[model] += runs
                 continue
@@ -387,6 +404,9 @@ def format_estimate(result: Estimate) -> list[str]:
         for path, models in elsewhere.items():
             lines.append(f"    priced from {_shown(path)} ({benchmark_machine(path)}), which "
                          f"alone has their rows: {', '.join(models)}")
+        for preset, base in sorted(part.priced_as_base.items()):
+            lines.append(f"    {preset} has no benchmark row: priced as {base}, the model it is "
+                         f"a preset of")
         if part.unpriced:
             missing = ", ".join(f"{m} ({n} runs)" for m, n in sorted(part.unpriced.items()))
             why = ("its size is unknown until it is preprocessed" if part.interactions is None

@@ -209,3 +209,24 @@ def test_outputs_command_reads_the_results_folder_from_the_config(tmp_path, caps
     assert capsys.readouterr().out.strip() == "results/test/report.html"
     assert crane_main(["outputs", "--config", "config/config.yaml"]) == 0
     assert "results/demo/tables/" in capsys.readouterr().out
+
+
+def test_a_preset_without_a_row_is_priced_as_its_model(tmp_path):
+    table = _table_with(tmp_path / "results" / "benchmark.csv", ["crane"], "cpu", "Machine A")
+    plan = StudyPlan(study_summary.load_config([TEST_CONFIG], [
+        f"results={tmp_path / 'study'}", "models=[crane,crane_scalable]",
+        "ablations.enabled=false", "sensitivity.enabled=false"]))
+    part = study_summary.estimate(plan, table).datasets[0]
+    assert not part.unpriced
+    assert part.priced_as_base == {"crane_scalable": "crane"}
+    alone = StudyPlan(study_summary.load_config([TEST_CONFIG], [
+        f"results={tmp_path / 'study'}", "models=[crane]",
+        "ablations.enabled=false", "sensitivity.enabled=false"]))
+    # the preset's runs cost what crane's do: twice the runs, twice the hours
+    assert study_summary.estimate(plan, table).typical_hours == pytest.approx(
+        2 * study_summary.estimate(alone, table).typical_hours)
+    text = "\n".join(study_summary.format_estimate(study_summary.estimate(plan, table)))
+    assert "crane_scalable has no benchmark row: priced as crane" in text
+    # a model that is no preset stays unpriced
+    lone = _table_with(tmp_path / "other" / "benchmark.csv", ["bpr"], "cpu", "Machine A")
+    assert set(study_summary.estimate(plan, lone).datasets[0].unpriced) == {"crane", "crane_scalable"}
