@@ -6,7 +6,8 @@
 - `estimate`: CPU-hours of the training jobs, from the stored speed benchmark
   (benchmarks/results/benchmark.csv: seconds per epoch of every model at Baby, Clothing and
   Electronics scale; a model it lacks is priced from another CPU machine's table beside it),
-  with every assumption spelt out in the result.
+  with every assumption spelt out in the result; the final runs that have finished are set
+  beside their price, and what is left of their model is priced at their own mean job.
 - `outputs_message`: where the tables, plots and report of a config are.
 
 `crane plan` and `crane outputs` print these (crane/commands/plan.py). Nothing here imports
@@ -250,6 +251,11 @@ class DatasetEstimate:
     unpriced: Counter = field(default_factory=Counter)  # model -> runs without a benchmark row
     priced_elsewhere: dict[str, Path] = field(default_factory=dict)  # model -> other table
     priced_as_base: dict[str, str] = field(default_factory=dict)  # preset -> its model
+    finished_runs: int = 0        # final runs whose metrics.json exists
+    finished_job_s: float = 0.0   # their jobs' wall seconds (Snakemake's benchmark files)
+    left_s: float = 0.0           # the other runs, typical case; own mean job where measured
+    finished_priced_s: float = 0.0  # what the benchmark table prices the measured runs at
+    measured_models: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -268,6 +274,14 @@ class Estimate:
     @property
     def max_hours(self) -> float:
         return sum(d.max_s for d in self.datasets) / 3600
+
+    @property
+    def finished_runs(self) -> int:
+        return sum(d.finished_runs for d in self.datasets)
+
+    @property
+    def left_hours(self) -> float:
+        return sum(d.left_s for d in self.datasets) / 3600
 
     def assumptions(self) -> list[str]:
         return [
@@ -307,6 +321,23 @@ def training_runs(plan: StudyPlan, dataset: str) -> Counter[str]:
     for model in plan.mirror_gradient_models():
         runs[model] += len(plan.seeds)
     return +runs
+
+
+def finished_final_jobs(plan: StudyPlan, dataset: str, model: str) -> list[float | None]:
+    """Per final run of `model` on `dataset` that has finished (its metrics.json exists): its
+    job's wall seconds from Snakemake's benchmark file, None where there is none."""
+    seconds: list[float | None] = []
+    for seed in plan.seeds:
+        if not layout.run_metrics_path(plan.final_run(dataset, model, seed)).is_file():
+            continue
+        record = layout.train_benchmark_path(plan.results, dataset, model, seed)
+        try:
+            with open(record, newline="", encoding="utf-8") as handle:
+                rows = list(csv.DictReader(handle, delimiter="\t"))
+            seconds.append(float(rows[-1]["s"]))
+        except (OSError, KeyError, ValueError, IndexError):
+            seconds.append(None)
+    return seconds
 
 
 def run_seconds(row: BenchmarkRow, interactions: int, epochs: int, eval_every: int) -> float:
@@ -357,12 +388,24 @@ def estimate(plan: StudyPlan, table: str | Path, stop_epoch: int = ASSUMED_STOP_
                 row = _priced_row(base, interactions, rows, fallbacks, part)
                 if row is not None:
                     part.priced_as_base[model] = base
+            finished = finished_final_jobs(plan, dataset, model) if model in plan.models else []
+            measured = [seconds for seconds in finished if seconds is not None]
+            part.finished_runs += len(finished)
+            part.finished_job_s += sum(measured)
+            left = max(runs - len(finished), 0)
+            if measured:  # this study's own runs of the model price the rest of them
+                part.measured_models.add(model)
+                part.left_s += left * sum(measured) / len(measured)
             if row is None:
                 part.unpriced[model] += runs
                 continue
             part.scales.add(row.scale)
-            part.typical_s += runs * run_seconds(row, interactions, typical_epochs, eval_every)
+            typical = run_seconds(row, interactions, typical_epochs, eval_every)
+            part.typical_s += runs * typical
             part.max_s += runs * run_seconds(row, interactions, max_epochs, eval_every)
+            part.finished_priced_s += len(measured) * typical
+            if not measured:
+                part.left_s += left * typical
         result.datasets.append(part)
     return result
 
@@ -391,7 +434,11 @@ def _hours(value: float) -> str:
 def format_estimate(result: Estimate) -> list[str]:
     lines = [f"Estimated compute of the training jobs: about {_hours(result.typical_hours)} "
              f"CPU-hours; at most {_hours(result.max_hours)} CPU-hours if every run trains "
-             f"all {result.max_epochs} epochs.", "Per dataset:"]
+             f"all {result.max_epochs} epochs."]
+    if result.finished_runs:
+        lines.append(f"Left to run, beside the {result.finished_runs:,} final runs that have "
+                     f"finished: about {_hours(result.left_hours)} CPU-hours.")
+    lines.append("Per dataset:")
     for part in result.datasets:
         size = f"{part.interactions:,} interactions" if part.interactions else "size unknown"
         scales = f"; benchmark scale {', '.join(sorted(part.scales))}" if part.scales else ""
@@ -407,6 +454,12 @@ def format_estimate(result: Estimate) -> list[str]:
         for preset, base in sorted(part.priced_as_base.items()):
             lines.append(f"    {preset} has no benchmark row: priced as {base}, the model it is "
                          f"a preset of")
+        if part.finished_runs:
+            lines.append(
+                f"    finished: {part.finished_runs:,} of its final runs (their jobs took "
+                f"{_hours(part.finished_job_s / 3600)} hours by Snakemake's benchmark files, "
+                f"against {_hours(part.finished_priced_s / 3600)} priced above); left: about {_hours(part.left_s / 3600)} CPU-hours, the models with finished "
+                f"runs ({len(part.measured_models)}) priced at their own mean job")
         if part.unpriced:
             missing = ", ".join(f"{m} ({n} runs)" for m, n in sorted(part.unpriced.items()))
             why = ("its size is unknown until it is preprocessed" if part.interactions is None

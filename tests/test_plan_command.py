@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from crane import study_summary
+from crane import layout, study_summary
 from crane.cli import main as crane_main
 from crane.study import StudyPlan
 
@@ -230,3 +230,47 @@ def test_a_preset_without_a_row_is_priced_as_its_model(tmp_path):
     # a model that is no preset stays unpriced
     lone = _table_with(tmp_path / "other" / "benchmark.csv", ["bpr"], "cpu", "Machine A")
     assert set(study_summary.estimate(plan, lone).datasets[0].unpriced) == {"crane", "crane_scalable"}
+
+
+def test_finished_final_runs_price_what_is_left_at_their_own_mean_job(tmp_path):
+    table = _table_with(tmp_path / "results" / "benchmark.csv", ["bpr", "lightgcn"], "cpu",
+                        "Machine A")
+    plan = StudyPlan(study_summary.load_config([TEST_CONFIG], [
+        f"results={tmp_path / 'study'}", "models=[bpr,lightgcn]", "seeds=[1,2,3]",
+        "ablations.enabled=false", "sensitivity.enabled=false"]))
+    dataset = plan.datasets[0]
+    before = study_summary.estimate(plan, table)
+    assert before.finished_runs == 0 and before.left_hours == pytest.approx(before.typical_hours)
+    # two of BPR's three runs finished, in jobs of 100 and 300 s; one run without a benchmark
+    # file still counts as finished but prices nothing
+    for seed, seconds in ((1, 100.0), (2, 300.0)):
+        run = Path(plan.final_run(dataset, "bpr", seed))
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text("{}")
+        record = layout.train_benchmark_path(plan.results, dataset, "bpr", seed)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(f"s\th:m:s\tcpu_time\n{seconds}\t0:00:00\t{seconds}\n")
+    (Path(plan.final_run(dataset, "lightgcn", 1)) / "metrics.json").parent.mkdir(parents=True)
+    (Path(plan.final_run(dataset, "lightgcn", 1)) / "metrics.json").write_text("{}")
+    after = study_summary.estimate(plan, table)
+    part, whole = after.datasets[0], before.datasets[0]
+    assert after.typical_hours == pytest.approx(before.typical_hours)  # the whole study's price
+    assert part.finished_runs == 3 and part.finished_job_s == pytest.approx(400.0)
+    assert part.measured_models == {"bpr"}
+    lightgcn_run = (whole.typical_s - 3 * _typical_run(plan, table, "bpr")) / 3
+    # left: BPR's last run at its own mean (200 s), LightGCN's two at the table's price
+    assert part.left_s == pytest.approx(200.0 + 2 * lightgcn_run)
+    text = "\n".join(study_summary.format_estimate(after))
+    assert "finished: 3 of its final runs" in text
+    assert "beside the 3 final runs that have finished" in text
+
+
+def _typical_run(plan, table, model):
+    """The benchmark table's price of one typical run of `model` in the plan's dataset."""
+    rows = study_summary.read_benchmark(table)
+    interactions, _ = study_summary.dataset_interactions(plan.config, plan.datasets[0])
+    row = study_summary.closest_row(rows, model, interactions)
+    return study_summary.run_seconds(row, interactions,
+                                     min(study_summary.ASSUMED_STOP_EPOCH,
+                                         int(plan.config["training"]["epochs"])),
+                                     int(plan.config["training"].get("eval_every", 1)))
