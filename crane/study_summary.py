@@ -6,8 +6,9 @@
 - `estimate`: CPU-hours of the training jobs, from the stored speed benchmark
   (benchmarks/results/benchmark.csv: seconds per epoch of every model at Baby, Clothing and
   Electronics scale; a model it lacks is priced from another CPU machine's table beside it),
-  with every assumption spelt out in the result; the final runs that have finished are set
-  beside their price, and what is left of their model is priced at their own mean job.
+  with every assumption spelt out in the result; runs that have finished are left out of
+  what is left to run, the final ones set beside their price, and the rest of their model
+  priced at their own mean job.
 - `outputs_message`: where the tables, plots and report of a config are.
 
 `crane plan` and `crane outputs` print these (crane/commands/plan.py). Nothing here imports
@@ -251,8 +252,8 @@ class DatasetEstimate:
     unpriced: Counter = field(default_factory=Counter)  # model -> runs without a benchmark row
     priced_elsewhere: dict[str, Path] = field(default_factory=dict)  # model -> other table
     priced_as_base: dict[str, str] = field(default_factory=dict)  # preset -> its model
-    finished_runs: int = 0        # final runs whose metrics.json exists
-    finished_job_s: float = 0.0   # their jobs' wall seconds (Snakemake's benchmark files)
+    finished_runs: int = 0        # training runs whose metrics.json exists
+    finished_job_s: float = 0.0   # the finished final runs' jobs, wall seconds (Snakemake)
     left_s: float = 0.0           # the other runs, typical case; own mean job where measured
     finished_priced_s: float = 0.0  # what the benchmark table prices the measured runs at
     measured_models: set[str] = field(default_factory=set)
@@ -301,42 +302,49 @@ class Estimate:
         ]
 
 
-def training_runs(plan: StudyPlan, dataset: str) -> Counter[str]:
-    """model -> runs of `dataset` that train (the final run on the tuning seed reuses the
-    selected grid run when a grid is searched)."""
-    runs: Counter[str] = Counter()
+def training_run_dirs(plan: StudyPlan, dataset: str) -> dict[str, list[str]]:
+    """model -> the run folders of `dataset` that train (the final run on the tuning seed
+    reuses the selected grid run when a grid is searched, so it is not one of them)."""
+    runs: dict[str, set[str]] = {}
     selected = set(selected_models(plan, dataset))
     for model in plan.models:
-        runs[model] += len(plan.seeds) - int(model in selected)
+        runs.setdefault(model, set()).update(
+            plan.final_run(dataset, model, seed) for seed in plan.seeds
+            if not (model in selected and seed == plan.tuning_seed))
     for model in selected:
-        runs[model] += len(plan.tuning_runs(dataset, model))
+        runs.setdefault(model, set()).update(plan.tuning_runs(dataset, model))
     prefix = f"{layout.runs_root(plan.results, dataset)}/"
-    runs["crane"] += len({r for r in plan.ablation_runs()
-                          if r.startswith(prefix) and not _is_final(plan, r)})
-    runs["crane"] += len({r for r in plan.sensitivity_runs() if r.startswith(prefix)})
+    runs.setdefault("crane", set()).update(
+        r for r in plan.ablation_runs() + plan.sensitivity_runs()
+        if r.startswith(prefix) and not _is_final(plan, r))
     modality_root = f"{layout.modality_ablation_root(plan.results, dataset)}/"
-    for run in set(plan.modality_ablation_runs()):
+    for run in plan.modality_ablation_runs():
         if run.startswith(modality_root):  # <root>/<model>/<set>/seed<N>
-            runs[run[len(modality_root):].split("/")[0]] += 1
+            runs.setdefault(run[len(modality_root):].split("/")[0], set()).add(run)
     for model in plan.mirror_gradient_models():
-        runs[model] += len(plan.seeds)
-    return +runs
+        runs.setdefault(model, set()).update(
+            plan.mirror_gradient_run(dataset, model, seed) for seed in plan.seeds)
+    return {model: sorted(dirs) for model, dirs in sorted(runs.items()) if dirs}
 
 
-def finished_final_jobs(plan: StudyPlan, dataset: str, model: str) -> list[float | None]:
-    """Per final run of `model` on `dataset` that has finished (its metrics.json exists): its
-    job's wall seconds from Snakemake's benchmark file, None where there is none."""
-    seconds: list[float | None] = []
+def training_runs(plan: StudyPlan, dataset: str) -> Counter[str]:
+    """model -> how many runs of `dataset` train (training_run_dirs)."""
+    return Counter({model: len(dirs) for model, dirs in training_run_dirs(plan, dataset).items()})
+
+
+def measured_final_jobs(plan: StudyPlan, dataset: str, model: str) -> list[float]:
+    """The wall seconds of `model`'s finished final runs on `dataset` (metrics.json written),
+    from Snakemake's benchmark file of each job that has one."""
+    seconds: list[float] = []
     for seed in plan.seeds:
         if not layout.run_metrics_path(plan.final_run(dataset, model, seed)).is_file():
             continue
         record = layout.train_benchmark_path(plan.results, dataset, model, seed)
         try:
             with open(record, newline="", encoding="utf-8") as handle:
-                rows = list(csv.DictReader(handle, delimiter="\t"))
-            seconds.append(float(rows[-1]["s"]))
+                seconds.append(float(list(csv.DictReader(handle, delimiter="\t"))[-1]["s"]))
         except (OSError, KeyError, ValueError, IndexError):
-            seconds.append(None)
+            continue  # finished, but its job's record is missing or unreadable
     return seconds
 
 
@@ -378,7 +386,8 @@ def estimate(plan: StudyPlan, table: str | Path, stop_epoch: int = ASSUMED_STOP_
     for dataset in plan.datasets:
         interactions, source = dataset_interactions(plan.config, dataset)
         part = DatasetEstimate(dataset, interactions, source)
-        for model, runs in sorted(training_runs(plan, dataset).items()):
+        for model, run_dirs in training_run_dirs(plan, dataset).items():
+            runs = len(run_dirs)
             part.runs += runs
             row = _priced_row(model, interactions, rows, fallbacks, part) if interactions else None
             base = plan.specs[model].config.get("preset_of") if model in plan.specs else None
@@ -388,11 +397,11 @@ def estimate(plan: StudyPlan, table: str | Path, stop_epoch: int = ASSUMED_STOP_
                 row = _priced_row(base, interactions, rows, fallbacks, part)
                 if row is not None:
                     part.priced_as_base[model] = base
-            finished = finished_final_jobs(plan, dataset, model) if model in plan.models else []
-            measured = [seconds for seconds in finished if seconds is not None]
-            part.finished_runs += len(finished)
+            finished = sum(layout.run_metrics_path(run).is_file() for run in run_dirs)
+            measured = measured_final_jobs(plan, dataset, model) if model in plan.models else []
+            part.finished_runs += finished
             part.finished_job_s += sum(measured)
-            left = max(runs - len(finished), 0)
+            left = runs - finished
             if measured:  # this study's own runs of the model price the rest of them
                 part.measured_models.add(model)
                 part.left_s += left * sum(measured) / len(measured)
@@ -436,7 +445,7 @@ def format_estimate(result: Estimate) -> list[str]:
              f"CPU-hours; at most {_hours(result.max_hours)} CPU-hours if every run trains "
              f"all {result.max_epochs} epochs."]
     if result.finished_runs:
-        lines.append(f"Left to run, beside the {result.finished_runs:,} final runs that have "
+        lines.append(f"Left to run, beside the {result.finished_runs:,} training runs that have "
                      f"finished: about {_hours(result.left_hours)} CPU-hours.")
     lines.append("Per dataset:")
     for part in result.datasets:
@@ -456,9 +465,9 @@ def format_estimate(result: Estimate) -> list[str]:
                          f"a preset of")
         if part.finished_runs:
             lines.append(
-                f"    finished: {part.finished_runs:,} of its final runs (their jobs took "
-                f"{_hours(part.finished_job_s / 3600)} hours by Snakemake's benchmark files, "
-                f"against {_hours(part.finished_priced_s / 3600)} priced above); left: about {_hours(part.left_s / 3600)} CPU-hours, the models with finished "
+                f"    finished: {part.finished_runs:,} of its training runs (its final runs' "
+                f"jobs took {_hours(part.finished_job_s / 3600)} hours by Snakemake's benchmark "
+                f"files, against {_hours(part.finished_priced_s / 3600)} priced above); left: about {_hours(part.left_s / 3600)} CPU-hours, the models with finished "
                 f"runs ({len(part.measured_models)}) priced at their own mean job")
         if part.unpriced:
             missing = ", ".join(f"{m} ({n} runs)" for m, n in sorted(part.unpriced.items()))

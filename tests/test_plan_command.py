@@ -232,7 +232,7 @@ def test_a_preset_without_a_row_is_priced_as_its_model(tmp_path):
     assert set(study_summary.estimate(plan, lone).datasets[0].unpriced) == {"crane", "crane_scalable"}
 
 
-def test_finished_final_runs_price_what_is_left_at_their_own_mean_job(tmp_path):
+def test_finished_runs_price_what_is_left_at_their_own_mean_job(tmp_path):
     table = _table_with(tmp_path / "results" / "benchmark.csv", ["bpr", "lightgcn"], "cpu",
                         "Machine A")
     plan = StudyPlan(study_summary.load_config([TEST_CONFIG], [
@@ -261,8 +261,8 @@ def test_finished_final_runs_price_what_is_left_at_their_own_mean_job(tmp_path):
     # left: BPR's last run at its own mean (200 s), LightGCN's two at the table's price
     assert part.left_s == pytest.approx(200.0 + 2 * lightgcn_run)
     text = "\n".join(study_summary.format_estimate(after))
-    assert "finished: 3 of its final runs" in text
-    assert "beside the 3 final runs that have finished" in text
+    assert "finished: 3 of its training runs" in text
+    assert "beside the 3 training runs that have finished" in text
 
 
 def _typical_run(plan, table, model):
@@ -274,3 +274,23 @@ def _typical_run(plan, table, model):
                                      min(study_summary.ASSUMED_STOP_EPOCH,
                                          int(plan.config["training"]["epochs"])),
                                      int(plan.config["training"].get("eval_every", 1)))
+
+
+def test_finished_grid_runs_are_not_left_to_run(tmp_path):
+    table = _table_with(tmp_path / "results" / "benchmark.csv", ["bpr"], "cpu", "Machine A")
+    plan = StudyPlan(study_summary.load_config([TEST_CONFIG], [
+        f"results={tmp_path / 'results'}", "tuning=grid", "models=[bpr]", "seeds=[1,2]",
+        "ablations.enabled=false", "sensitivity.enabled=false"]))
+    dataset = plan.datasets[0]
+    runs = study_summary.training_run_dirs(plan, dataset)["bpr"]
+    # every grid point on the tuning seed, and the final run of the other seed
+    assert sorted(runs) == sorted(plan.tuning_runs(dataset, "bpr")
+                                  + [plan.final_run(dataset, "bpr", 2)])
+    before = study_summary.estimate(plan, table).datasets[0]
+    for run in plan.tuning_runs(dataset, "bpr"):
+        Path(run).mkdir(parents=True)
+        (Path(run) / "metrics.json").write_text("{}")
+    after = study_summary.estimate(plan, table).datasets[0]
+    grid = len(plan.tuning_runs(dataset, "bpr"))
+    assert after.finished_runs == grid and not after.measured_models
+    assert after.left_s == pytest.approx(before.left_s / (grid + 1))  # the final run alone
