@@ -467,8 +467,9 @@ def format_estimate(result: Estimate) -> list[str]:
             lines.append(
                 f"    finished: {part.finished_runs:,} of its training runs (its final runs' "
                 f"jobs took {_hours(part.finished_job_s / 3600)} hours by Snakemake's benchmark "
-                f"files, against {_hours(part.finished_priced_s / 3600)} priced above); left: about {_hours(part.left_s / 3600)} CPU-hours, the models with finished "
-                f"runs ({len(part.measured_models)}) priced at their own mean job")
+                f"files, against {_hours(part.finished_priced_s / 3600)} priced above); "
+                f"left: about {_hours(part.left_s / 3600)} CPU-hours, the models with "
+                f"finished runs ({len(part.measured_models)}) priced at their own mean job")
         if part.unpriced:
             missing = ", ".join(f"{m} ({n} runs)" for m, n in sorted(part.unpriced.items()))
             why = ("its size is unknown until it is preprocessed" if part.interactions is None
