@@ -327,11 +327,6 @@ def training_run_dirs(plan: StudyPlan, dataset: str) -> dict[str, list[str]]:
     return {model: sorted(dirs) for model, dirs in sorted(runs.items()) if dirs}
 
 
-def training_runs(plan: StudyPlan, dataset: str) -> Counter[str]:
-    """model -> how many runs of `dataset` train (training_run_dirs)."""
-    return Counter({model: len(dirs) for model, dirs in training_run_dirs(plan, dataset).items()})
-
-
 def measured_final_jobs(plan: StudyPlan, dataset: str, model: str) -> list[float]:
     """The wall seconds of `model`'s finished final runs on `dataset` (metrics.json written),
     from Snakemake's benchmark file of each job that has one."""

@@ -142,7 +142,8 @@ def test_grid_search_prices_the_grid_and_reuses_the_tuning_seed_run(tmp_path):
     grid = len(plan.grid_points("bpr"))
     assert grid > 1
     # the grid on the first seed, then the selected point on the second seed only
-    assert study_summary.training_runs(plan, "demo") == {"bpr": grid + 1}
+    runs = study_summary.training_run_dirs(plan, "demo")
+    assert {model: len(dirs) for model, dirs in runs.items()} == {"bpr": grid + 1}
 
 
 def test_plan_command_prints_counts_estimate_and_assumptions(tmp_path, capsys, monkeypatch):
