@@ -27,15 +27,17 @@ TINY = {
 }
 
 
-def snakemake(workdir: Path, config: dict) -> None:
+def snakemake(workdir: Path, config: dict, *args: str) -> str:
+    """Run the study `config` in `workdir` (Snakemake arguments `args` added); its output."""
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
-           "--directory", str(workdir), "--configfile", str(path), "--cores", "2"]
+           "--directory", str(workdir), "--configfile", str(path), "--cores", "2", *args]
     done = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True,
                           timeout=900)
     if done.returncode != 0:
         logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}"
                          for p in sorted((workdir / "results").rglob("*.log")))
         pytest.fail(f"snakemake failed:\n{done.stderr[-4000:]}\n{logs}")
+    return done.stdout + done.stderr
