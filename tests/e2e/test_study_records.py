@@ -25,7 +25,6 @@ CONFIG = {**TINY, "results": "results", "models": ["bpr", "vbpr"]}
 # results/README.md's continuation, without the Snakemake arguments the helper adds itself:
 # rebuild every job's inputs, then mark the records newer than those inputs.
 REBUILD_INPUTS = ("--omit-from", "train_final")
-TOUCH_RECORDS = ("--touch",)
 RECORDS = "results/*/runs/final/*/*/metrics.json"
 # A planned job's output line (its input lines list the finished runs as well).
 PLANNED_RUN = re.compile(r"output: \S*/runs/final/(\w+)/seed\d+/metrics\.json")
@@ -95,7 +94,7 @@ def test_a_checkout_continued_as_documented_trains_only_the_runs_without_a_recor
     snakemake(workdir, CONFIG, *REBUILD_INPUTS)
     records = [str(p.relative_to(workdir)) for p in workdir.glob(RECORDS)]
     assert records == ["results/demo/runs/final/bpr/seed2024/metrics.json"]
-    snakemake(workdir, CONFIG, *TOUCH_RECORDS, *records)
+    snakemake(workdir, CONFIG, "--touch", *records)
     planned = snakemake(workdir, CONFIG, "-n")
     assert planned_runs(planned) == {"vbpr"}, planned
     snakemake(workdir, CONFIG)
