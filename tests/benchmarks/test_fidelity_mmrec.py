@@ -3,6 +3,7 @@ grid mode, summary, verdict), and for two epochs on the real Baby folder when it
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -72,6 +73,28 @@ def test_parallel_jobs_give_the_runs_one_process_gives(tmp_path):
         summaries[jobs] = files.read_json(out / "summary.json")["lightgcn"]["metrics"]
         assert sorted(p.name for p in (out / "lightgcn").iterdir()) == ["seed1", "seed2", "seed3"]
     assert summaries[2] == summaries[1]
+
+
+def test_git_keeps_each_finished_runs_record_and_no_checkpoint(tmp_path):
+    """results/fidelity_mmrec/ is tracked for the metrics.json docs/fidelity.md's table is
+    recomputed from (and each run's history), never for checkpoints or per-user metrics."""
+    folder, out = write_folder(tmp_path / "tiny"), tmp_path / "out"
+    fidelity_mmrec.main(["--folder", str(folder), "--models", "bpr", "--seeds", "1",
+                         "--max-epochs", "2", "--threads", "1", "--out", str(out)])
+    written = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert {"bpr/seed1/metrics.json", "bpr/seed1/history.csv"} <= written
+    names = sorted(written | {"bpr/seed1/checkpoint.pt"})
+    as_in_repo = [f"results/fidelity_mmrec/{name}" for name in names]
+    try:
+        done = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=REPO,
+                              input="\n".join(as_in_repo), capture_output=True, text=True)
+    except OSError as error:
+        pytest.skip(f"git is not available: {error}")
+    if done.returncode not in (0, 1):  # 1: nothing ignored
+        pytest.skip(f"not a git checkout: {done.stderr.strip()}")
+    ignored = set(done.stdout.split())
+    kept = [name for name, path in zip(names, as_in_repo) if path not in ignored]
+    assert kept == ["bpr/seed1/history.csv", "bpr/seed1/metrics.json"]
 
 
 def test_any_folder_and_inter_file_name(tmp_path, capsys):
