@@ -3,6 +3,7 @@ grid mode, summary, verdict), and for two epochs on the real Baby folder when it
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 BABY = REPO.parent / "shared" / "data" / "amazon2014-baby"
+BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import fidelity_mmrec  # noqa: E402
@@ -226,8 +228,11 @@ def test_two_epochs_on_the_real_baby_folder_with_generated_features(tmp_path, ca
     import subprocess
     features = tmp_path / "features"
     features.mkdir()
+    # The files depend on the BLAS thread count (its SVD's summation order): the reference
+    # hashes are those of two threads.
+    two_threads = {**os.environ, **{name: "2" for name in BLAS_THREAD_VARIABLES}}
     subprocess.run([sys.executable, str(BABY / "make_features.py"), str(BABY / "mmrec-split"),
-                    str(features)], check=True, capture_output=True)
+                    str(features)], check=True, capture_output=True, env=two_threads)
     reference = fidelity_mmrec.load_reference(fidelity_mmrec.REFERENCE_FILE)
     fidelity_mmrec.main(["--models", "vbpr", "--features", str(features), "--seeds", "1",
                          "--max-epochs", "2", "--threads", "2", "--out", str(tmp_path / "out")])
