@@ -82,6 +82,19 @@ def test_git_keeps_each_final_runs_record_and_nothing_heavy(finished):
     assert not [name for name in kept if name.endswith((".pt", ".npy", ".npz"))]
 
 
+def test_git_ignores_the_lock_a_running_study_leaves_in_its_results_folder():
+    from crane.results_lock import LOCK_NAME
+    name = f"results/scientific/{LOCK_NAME}"
+    try:
+        done = subprocess.run(["git", "check-ignore", "--no-index", name], cwd=ROOT,
+                              capture_output=True, text=True)
+    except OSError as error:
+        pytest.skip(f"git is not available: {error}")
+    if done.returncode not in (0, 1):
+        pytest.skip(f"not a git checkout: {done.stderr.strip()}")
+    assert done.stdout.strip() == name
+
+
 def test_a_checkout_continued_as_documented_trains_only_the_runs_without_a_record(
         finished, tmp_path):
     workdir = checkout_of(finished, tmp_path / "checkout", leave_out="vbpr")
