@@ -4,7 +4,6 @@ grid mode, summary, verdict), and for two epochs on the real Baby folder when it
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import fidelity_mmrec  # noqa: E402
 from crane import files  # noqa: E402
+from tests.git_ignore import ignored_by_git  # noqa: E402
 
 
 def write_folder(folder: Path, labels: list[int] | None = None, name: str = "baby") -> Path:
@@ -87,14 +87,7 @@ def test_git_keeps_each_finished_runs_record_and_no_checkpoint(tmp_path):
     assert {"bpr/seed1/metrics.json", "bpr/seed1/history.csv"} <= written
     names = sorted(written | {"bpr/seed1/checkpoint.pt"})
     as_in_repo = [f"results/fidelity_mmrec/{name}" for name in names]
-    try:
-        done = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=REPO,
-                              input="\n".join(as_in_repo), capture_output=True, text=True)
-    except OSError as error:
-        pytest.skip(f"git is not available: {error}")
-    if done.returncode not in (0, 1):  # 1: nothing ignored
-        pytest.skip(f"not a git checkout: {done.stderr.strip()}")
-    ignored = set(done.stdout.split())
+    ignored = ignored_by_git(as_in_repo)
     kept = [name for name, path in zip(names, as_in_repo) if path not in ignored]
     assert kept == ["bpr/seed1/history.csv", "bpr/seed1/metrics.json"]
 

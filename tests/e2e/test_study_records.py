@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from _tiny_workflow import ROOT, TINY, snakemake
+from _tiny_workflow import TINY, snakemake
+from tests.git_ignore import ignored_by_git
 
 pytestmark = pytest.mark.e2e
 
@@ -34,14 +34,7 @@ def tracked_by_git(results: Path) -> list[Path]:
     """The files under `results` that git would track if they were results/scientific's."""
     files = sorted(p for p in results.rglob("*") if p.is_file())
     names = [f"results/scientific/{p.relative_to(results).as_posix()}" for p in files]
-    try:
-        done = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=ROOT,
-                              input="\n".join(names), capture_output=True, text=True)
-    except OSError as error:
-        pytest.skip(f"git is not available: {error}")
-    if done.returncode not in (0, 1):  # 1: nothing ignored
-        pytest.skip(f"not a git checkout: {done.stderr.strip()}")
-    ignored = set(done.stdout.split())
+    ignored = ignored_by_git(names)
     return [path for path, name in zip(files, names) if name not in ignored]
 
 
@@ -85,14 +78,7 @@ def test_git_keeps_each_final_runs_record_and_nothing_heavy(finished):
 def test_git_ignores_the_lock_a_running_study_leaves_in_its_results_folder():
     from crane.results_lock import LOCK_NAME
     name = f"results/scientific/{LOCK_NAME}"
-    try:
-        done = subprocess.run(["git", "check-ignore", "--no-index", name], cwd=ROOT,
-                              capture_output=True, text=True)
-    except OSError as error:
-        pytest.skip(f"git is not available: {error}")
-    if done.returncode not in (0, 1):
-        pytest.skip(f"not a git checkout: {done.stderr.strip()}")
-    assert done.stdout.strip() == name
+    assert ignored_by_git([name]) == {name}
 
 
 def test_a_checkout_continued_as_documented_trains_only_the_runs_without_a_record(
