@@ -56,6 +56,8 @@ RUN_BY: dict[str, tuple[str, str]] = {
     "crane --help": (HERE, '["--help"]'),
     "crane train --help": (HERE, '["train", "--help"]'),
     "crane models": (HERE, '["models"]'),
+    "crane tables --parts main": ("tests/e2e/test_study_records.py",
+                                  '"--parts", "main"'),
     "crane plan --config config/paper.yaml": (HERE, '["plan", "--config", "config/paper.yaml"]'),
     "crane outputs --config FILE": (HERE, '["outputs", "--config", "config/config.yaml"]'),
     "crane dvc-yaml": ("tests/dvc/test_dvc_yaml.py", "dvc_stages.render"),
