@@ -133,6 +133,10 @@ def test_open_clip_loads_weights_file_and_encodes_with_imputation(tmp_path, proc
     import torch
 
     asins = write_image_cache(tmp_path / "raw")
+    # Four distinct good images, so that the imputed mean leaves the features rank 3: the
+    # jpg and png reds may decode to the very same pixels (they do on some CPUs), which
+    # would leave three points and their mean, rank 2.
+    solid_image(tmp_path / "raw" / "images" / "RED0000001.jpg", (230, 220, 30), fmt="JPEG")
     data_dir = processed_dir(make_items(asins))
     cfg = {"type": "open_clip", "arch": "crane-test-tiny-vit", "pretrained": "no-such-tag",
            "weights": str(tiny_clip_weights), "batch_size": 3, "max_missing_share": 0.5}
