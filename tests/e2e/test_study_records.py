@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from _tiny_workflow import TINY, snakemake
+from crane.study_summary import load_config
 from tests.git_ignore import ignored_by_git
 
 pytestmark = pytest.mark.e2e
@@ -121,7 +121,7 @@ def test_the_readme_table_of_each_scientific_split_is_recomputed_from_the_kept_r
         dataset, tmp_path):
     """The README's Scientific tables are `crane tables` over the records git keeps, every
     model whose five seeds have finished: no row is typed in by hand, none goes stale."""
-    config = yaml.safe_load((REPO / "config" / "scientific.yaml").read_text())
+    config = load_config([REPO / "config" / "scientific.yaml"])
     models = finished_models(dataset, config)
     assert models, f"no model has finished every seed on {dataset}"
     done = subprocess.run(

@@ -16,6 +16,7 @@ from crane.features.image_files import find_cached_images
 from crane.features.image_histogram import colour_histogram, histogram_dim
 
 RED, GREEN, BLUE = (220, 20, 20), (20, 200, 30), (10, 20, 230)
+YELLOW = (230, 220, 30)
 
 # A real open-clip ViT, only small: registered under a test-only name.
 TINY_VIT = {
@@ -136,7 +137,7 @@ def test_open_clip_loads_weights_file_and_encodes_with_imputation(tmp_path, proc
     # Four distinct good images, so that the imputed mean leaves the features rank 3: the
     # jpg and png reds may decode to the very same pixels (they do on some CPUs), which
     # would leave three points and their mean, rank 2.
-    solid_image(tmp_path / "raw" / "images" / "RED0000001.jpg", (230, 220, 30), fmt="JPEG")
+    solid_image(tmp_path / "raw" / "images" / "RED0000001.jpg", YELLOW, fmt="JPEG")
     data_dir = processed_dir(make_items(asins))
     cfg = {"type": "open_clip", "arch": "crane-test-tiny-vit", "pretrained": "no-such-tag",
            "weights": str(tiny_clip_weights), "batch_size": 3, "max_missing_share": 0.5}
