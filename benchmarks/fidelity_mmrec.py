@@ -79,6 +79,11 @@ REFERENCE_FILE = Path(__file__).resolve().parent / "references" / "mmrec-baby.ya
 FEATURE_FILES = {"image": "image_feat.npy", "text": "text_feat.npy"}  # MMRec's file names
 METRICS = ("recall@20", "ndcg@20")
 RELATIVE_TOLERANCE = 0.05
+# Relative tolerance of a feature fingerprint: the files' bytes differ between CPUs and BLAS
+# thread counts by a float32 unit in the last place (make_features.py's SVD rounds
+# differently), which moves these float64 averages by about 1e-12; any other change to the
+# recipe, the seed or the item order moves them by far more.
+FINGERPRINT_TOLERANCE = 1e-6
 
 
 def load_reference(path: Path) -> dict:
@@ -180,6 +185,25 @@ def read_features(folder: Path, model: str, n_items: int) -> dict[str, np.ndarra
         raise FileNotFoundError(f"{folder}: {model} reads {lacking or list(FEATURE_FILES.values())}"
                                 f", not found there (pass --features the folder holding them)")
     return features
+
+
+def feature_fingerprint(matrix: np.ndarray) -> dict:
+    """Shape and float64 statistics of a feature matrix that survive the rounding differences
+    between machines; the position-weighted mean also changes when rows or columns move."""
+    values = np.asarray(matrix, dtype=np.float64)
+    rows = np.linspace(0.0, 1.0, values.shape[0])[:, None]
+    columns = np.linspace(0.0, 1.0, values.shape[1])[None, :]
+    return {"shape": list(values.shape), "mean": float(values.mean()), "std": float(values.std()),
+            "mean_row_norm": float(np.linalg.norm(values, axis=1).mean()),
+            "position_weighted_mean": float((values * rows * columns).mean())}
+
+
+def fingerprint_mismatches(found: dict, expected: dict) -> list[str]:
+    """The fingerprint entries that differ beyond FINGERPRINT_TOLERANCE (relative), as
+    `key: found vs expected`; empty when the features are the expected ones."""
+    return [f"{key}: {found.get(key)} vs {value}" for key, value in expected.items()
+            if (found.get(key) != value if key == "shape" else
+                not math.isclose(found.get(key, math.nan), value, rel_tol=FINGERPRINT_TOLERANCE))]
 
 
 def with_features(data: TrainData, model: str, args: argparse.Namespace) -> TrainData:
