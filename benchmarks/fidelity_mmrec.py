@@ -191,11 +191,10 @@ def feature_fingerprint(matrix: np.ndarray) -> dict:
     """Shape and float64 statistics of a feature matrix that survive the rounding differences
     between machines; the position-weighted mean also changes when rows or columns move."""
     values = np.asarray(matrix, dtype=np.float64)
-    rows = np.linspace(0.0, 1.0, values.shape[0])[:, None]
-    columns = np.linspace(0.0, 1.0, values.shape[1])[None, :]
+    rows, columns = (np.linspace(0.0, 1.0, n) for n in values.shape)
     return {"shape": list(values.shape), "mean": float(values.mean()), "std": float(values.std()),
             "mean_row_norm": float(np.linalg.norm(values, axis=1).mean()),
-            "position_weighted_mean": float((values * rows * columns).mean())}
+            "position_weighted_mean": float(rows @ values @ columns / values.size)}
 
 
 def fingerprint_mismatches(found: dict, expected: dict) -> list[str]:
